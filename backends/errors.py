@@ -1,0 +1,77 @@
+"""One error hierarchy for the whole server, each class carrying its HTTP status.
+
+Errors cross Ray processes (replica -> front -> ingress), so every constructor passes all of its
+arguments to ``super().__init__``: that keeps them picklable with their message intact. The ingress
+renders any ``ServingError`` as ``{"error": str(exc)}`` with ``http_status``, in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ServingError",
+    "InvalidRequest",
+    "InputMismatch",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ConfigError",
+    "BackendLoadError",
+    "BackendUnavailable",
+    "InferenceFailed",
+]
+
+
+class ServingError(Exception):
+    """Root of every error the server reports to a client."""
+
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ServingError):
+    """The request body is malformed: not JSON, a missing field, a wrong type."""
+
+    http_status = 400
+
+
+class InputMismatch(InvalidRequest):
+    """An input does not match the model's signature (name, shape or datatype)."""
+
+
+class ModelNotFound(ServingError):
+    """No such model, or no such version of it."""
+
+    http_status = 404
+
+
+class ModelNotReady(ServingError):
+    """The model exists but cannot serve now (loading, or failed to load)."""
+
+    http_status = 503
+
+
+class ConfigError(ServingError):
+    """A config.pbtxt (or a model folder) is invalid; the message names the file and field."""
+
+    http_status = 400
+
+
+class BackendLoadError(ServingError):
+    """A framework failed to load a model version."""
+
+    http_status = 500
+
+
+class BackendUnavailable(BackendLoadError):
+    """The framework a model needs is not installed; the message says what to install."""
+
+
+class InferenceFailed(ServingError):
+    """The framework raised while running a batch; the message names the model."""
+
+    http_status = 500

@@ -1,0 +1,101 @@
+"""The model deployment: replicas that hold one model version and run stacked batches.
+
+The constructor loads the backend and runs one real inference before the replica reports healthy,
+so Serve never routes to a version that cannot answer. Framework calls run on one worker thread per
+replica, off the event loop; one batch at a time, since the framework already uses every core the
+replica holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backends.errors import BackendLoadError, ServingError
+from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
+from backends.registry import create_backend
+from backends.signature import ModelSignature
+
+__all__ = ["ModelVersion", "VersionInfo", "warmup_inputs"]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the endpoint needs to know about a loaded version."""
+
+    model: str
+    version: int
+    platform: str
+    signature: ModelSignature
+    max_batch_size: int
+    queue_delay_us: int
+    device: str
+
+    @property
+    def triton_platform(self) -> str:
+        return TRITON_PLATFORM_NAMES.get(self.platform, self.platform)
+
+
+def warmup_inputs(signature: ModelSignature) -> dict[str, np.ndarray]:
+    """One row of zeros per input (variable dimensions set to 1)."""
+    from backends.dtypes import v2_to_numpy
+
+    inputs = {}
+    for spec in signature.inputs:
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        if spec.datatype == "BYTES":
+            array = np.empty(shape, dtype=object)
+            array.fill(b"")
+        else:
+            array = np.zeros(shape, dtype=v2_to_numpy(spec.datatype))
+        inputs[spec.name] = array
+    return inputs
+
+
+def _device() -> str:
+    import ray
+
+    return "cuda:0" if ray.get_gpu_ids() else "cpu"
+
+
+class ModelVersion:
+    """One (model, version): load, warm, and run batches handed over by the endpoint."""
+
+    def __init__(self, model: str, version: int, version_dir: str, config: ModelConfig, threads: int = 1) -> None:
+        os.environ["INFERGRID_NUM_THREADS"] = str(max(1, threads))
+        device = _device()
+        self._backend = create_backend(config, Path(version_dir), device)
+        self._backend.load()
+        try:
+            self._backend.predict(warmup_inputs(self._backend.signature))
+        except ServingError as exc:
+            raise BackendLoadError(f"{model} version {version}: warm-up inference failed: {exc}") from exc
+        delay = config.dynamic_batching.max_queue_delay_microseconds if config.dynamic_batching else 0
+        self._info = VersionInfo(model, version, config.platform, self._backend.signature, config.max_batch_size,
+                                 delay, device)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
+        self._executions = 0
+
+    async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one stacked batch (already validated by the endpoint)."""
+        self._executions += 1
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._backend.predict, inputs)
+
+    async def describe(self) -> VersionInfo:
+        """Signature and batching settings of this version."""
+        return self._info
+
+    async def executions(self) -> int:
+        """How many batches this replica has run (the endpoint keeps the batch-size counters)."""
+        return self._executions
+
+    def __del__(self) -> None:
+        backend = getattr(self, "_backend", None)
+        if backend is not None:
+            backend.unload()

@@ -1,0 +1,33 @@
+"""A Serve config (the YAML that ``serve deploy`` takes) equivalent to ``infergrid serve``.
+
+Pure: scans the repository and writes import paths and args; nothing is deployed or loaded here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployments.names import SERVER_APP, endpoint_app, model_route, version_app
+from deployments.repository.scan import scan_repository
+
+__all__ = ["repository_serve_config"]
+
+
+def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int = 8000) -> dict:
+    """Applications for every servable model of ``repository`` (an absolute path on every node)."""
+    snapshot = scan_repository(repository)
+    apps = []
+    for name, entry in snapshot.models.items():
+        if entry.error or entry.config is None:
+            continue
+        versions = entry.served_versions
+        for v in versions:
+            apps.append({"name": version_app(name, v), "route_prefix": None,
+                         "import_path": "deployments.app:build_version_app",
+                         "args": {"repository": str(repository), "model": name, "version": v}})
+        apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
+                     "import_path": "deployments.app:build_endpoint_app",
+                     "args": {"model": name, "versions": versions, "max_batch_size": entry.config.max_batch_size}})
+    apps.append({"name": SERVER_APP, "route_prefix": "/", "import_path": "deployments.app:build_server_app",
+                 "args": {"repository": str(repository)}})
+    return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}, "applications": apps}
