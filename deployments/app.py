@@ -13,6 +13,7 @@ The builders here are also import paths for a Serve config file (``infergrid con
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def _replica_options(config: ModelConfig, gpu_available: bool) -> dict:
     actor = {"num_cpus": num_cpus}
     if use_gpu:
         actor["num_gpus"] = float(config.parameter("gpu_fraction", "1"))
-    return {"num_replicas": replicas, "ray_actor_options": actor, "max_ongoing_requests": 8,
+    return {"num_replicas": replicas, "ray_actor_options": actor, "max_ongoing_requests": 64,
             "max_constructor_retry_count": 1}
 
 
@@ -113,6 +114,18 @@ def plan_repository(snapshot: RepositorySnapshot, gpu_available: bool) -> tuple[
     return specs, index
 
 
+_ERROR_LINE = re.compile(r"^backends\.errors\.\w+: (.+)$", re.MULTILINE)
+
+
+def failure_reason(message: str) -> str:
+    """The informative line of a replica's start-up traceback (our own error's message if present)."""
+    ours = _ERROR_LINE.findall(message)
+    if ours:
+        return ours[-1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else message
+
+
 def _wait_for(names: list[str], timeout_s: float) -> dict[str, str]:
     """Wait until each application is RUNNING or failed; returns {name: failure message}."""
     deadline = time.monotonic() + timeout_s
@@ -127,7 +140,7 @@ def _wait_for(names: list[str], timeout_s: float) -> dict[str, str]:
                 pending.discard(name)
             elif app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 details = "; ".join(d.message for d in app.deployments.values() if d.message) or app.message
-                failures[name] = details
+                failures[name] = failure_reason(details)
                 pending.discard(name)
         time.sleep(0.25)
     failures.update({name: f"not running after {timeout_s:.0f} s" for name in pending})

@@ -79,9 +79,9 @@ class _VersionRoute:
         return self.info  # type: ignore[return-value]
 
     def _configure(self, info: VersionInfo) -> None:
-        if info.max_batch_size > 0:
+        if info.dynamic_batching:
             self._submit = serve.batch(
-                max_batch_size=info.max_batch_size,
+                max_batch_size=info.batch_rows,
                 batch_wait_timeout_s=info.queue_delay_us / 1e6,
                 max_concurrent_batches=2,
                 batch_size_fn=_rows,
@@ -95,10 +95,10 @@ class _VersionRoute:
         return split_outputs(outputs, rows)
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate, then run through the batch queue (or alone when the model does not batch)."""
+        """Validate, then run through the batch queue (or alone without dynamic batching)."""
         info = await self.describe()
         rows = validate_inputs(inputs, info.signature, info.max_batch_size)
-        if self._submit is None:
+        if self._submit is None or rows > info.batch_rows:  # too big to share a batch: runs alone
             outputs = await self.handle.infer_batch.remote(inputs)
             self.stats.record([rows])
             return outputs

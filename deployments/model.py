@@ -21,7 +21,7 @@ from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
 
-__all__ = ["ModelVersion", "VersionInfo", "warmup_inputs"]
+__all__ = ["ModelVersion", "VersionInfo", "warmup_inputs", "batch_settings"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,14 @@ class VersionInfo:
     platform: str
     signature: ModelSignature
     max_batch_size: int
-    queue_delay_us: int
     device: str
+    batch_rows: int = 0
+    queue_delay_us: int = 0
+
+    @property
+    def dynamic_batching(self) -> bool:
+        """True when the endpoint should combine requests (Triton: a ``dynamic_batching`` block)."""
+        return self.batch_rows > 0
 
     @property
     def triton_platform(self) -> str:
@@ -57,6 +63,20 @@ def warmup_inputs(signature: ModelSignature) -> dict[str, np.ndarray]:
     return inputs
 
 
+def batch_settings(config: ModelConfig) -> tuple[int, int]:
+    """(rows per formed batch, queue delay in µs); (0, 0) when requests are not combined.
+
+    As in Triton, requests are combined only with a ``dynamic_batching`` block. A batch grows up to
+    the largest ``preferred_batch_size`` (``max_batch_size`` when none is given): Serve's batcher
+    has one size limit, so the largest preferred size becomes that limit.
+    """
+    batching = config.dynamic_batching
+    if batching is None or config.max_batch_size == 0:
+        return 0, 0
+    preferred = [size for size in batching.preferred_batch_size if size <= config.max_batch_size]
+    return (max(preferred) if preferred else config.max_batch_size), batching.max_queue_delay_microseconds
+
+
 def _device() -> str:
     import ray
 
@@ -75,9 +95,8 @@ class ModelVersion:
             self._backend.predict(warmup_inputs(self._backend.signature))
         except ServingError as exc:
             raise BackendLoadError(f"{model} version {version}: warm-up inference failed: {exc}") from exc
-        delay = config.dynamic_batching.max_queue_delay_microseconds if config.dynamic_batching else 0
         self._info = VersionInfo(model, version, config.platform, self._backend.signature, config.max_batch_size,
-                                 delay, device)
+                                 device, *batch_settings(config))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
         self._executions = 0
 

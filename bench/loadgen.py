@@ -1,0 +1,107 @@
+"""A closed-loop HTTP load generator: N keep-alive connections, each sending one request at a time.
+
+Runs in its own process (``python -m bench.loadgen``) so its CPU use is not the server's. It speaks
+just enough HTTP/1.1 (Content-Length bodies) to stay cheap, and prints one JSON line:
+``{"qps", "p50_ms", "p99_ms", "errors", "requests", "duration_s"}``.
+
+    python -m bench.loadgen --url http://127.0.0.1:8000/v2/models/fraud/infer --body body.bin \
+        [--header-length N] --connections 64 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from urllib.parse import urlsplit
+
+import numpy as np
+
+__all__ = ["run_load"]
+
+
+def _request_bytes(url: str, body: bytes, header_length: int | None) -> tuple[str, int, bytes]:
+    parts = urlsplit(url)
+    headers = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}",
+               "Content-Type: " + ("application/octet-stream" if header_length else "application/json")]
+    if header_length:
+        headers.append(f"Inference-Header-Content-Length: {header_length}")
+    return parts.hostname or "127.0.0.1", parts.port or 80, ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _connection(host: str, port: int, request: bytes, stop_at: float, latencies: list[float],
+                      errors: list[int], timeout_s: float) -> None:
+    reader = writer = None
+    while time.perf_counter() < stop_at:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            start = time.perf_counter()
+            writer.write(request)
+            status = await asyncio.wait_for(_read_response(reader), timeout_s)
+            if status == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors[0] += 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+            errors[0] += 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            await asyncio.sleep(0.01)
+    if writer is not None:
+        writer.close()
+
+
+async def run_load(url: str, body: bytes, header_length: int | None, connections: int, duration_s: float,
+                   timeout_s: float = 60.0) -> dict:
+    """Drive the URL for ``duration_s`` and summarise throughput and latency."""
+    host, port, request = _request_bytes(url, body, header_length)
+    latencies: list[float] = []
+    errors = [0]
+    start = time.perf_counter()
+    stop_at = start + duration_s
+    await asyncio.gather(*(_connection(host, port, request, stop_at, latencies, errors, timeout_s)
+                           for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {"qps": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "errors": errors[0], "requests": len(latencies),
+            "duration_s": elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--body", required=True, help="file holding the request body")
+    parser.add_argument("--header-length", type=int, default=None, help="binary form: JSON header length")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0)
+    args = parser.parse_args()
+    with open(args.body, "rb") as handle:
+        body = handle.read()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(run_load(args.url, body, args.header_length, args.connections, args.duration))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Shared fixtures: the example repository, built once per test session into a temp folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+
+@pytest.fixture(scope="session")
+def example_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fraud (ONNX), credit_score (TF SavedModel) and resnet50 (TorchScript), version 1 each."""
+    from build_repository import build_repository
+
+    return build_repository(tmp_path_factory.mktemp("repo") / "model_repository")

@@ -1,0 +1,101 @@
+"""One real Ray cluster and one deployed repository, shared by every integration test.
+
+The repository is the example one plus three models that must fail in known ways: a bad config,
+a corrupt model file, and a model that loads and warms up but raises on batches of two rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployments.cli import serve_environment
+
+serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_explodes(version_dir: Path) -> None:
+    """An ONNX model that reshapes to a fixed [1, 4]: fine for one row, fails for two."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(__import__("numpy").array([1, 4], dtype="int64"), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "explodes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    version_dir.mkdir(parents=True)
+    onnx.save(model, str(version_dir / "model.onnx"))
+
+
+@pytest.fixture(scope="session")
+def test_repository(example_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("served") / "repo"
+    shutil.copytree(example_repository, root)
+    (root / "broken").mkdir()
+    (root / "broken" / "config.pbtxt").write_text('backend: "onnxruntime"\nmax_batch_size: "lots"\n')
+    (root / "corrupt" / "1").mkdir(parents=True)
+    (root / "corrupt" / "1" / "model.onnx").write_bytes(b"\x00garbage")
+    build_explodes(root / "explodes" / "1")
+    (root / "explodes" / "config.pbtxt").write_text(
+        'backend: "onnxruntime" max_batch_size: 4 '
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]')
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray with Serve's HAProxy ingress on a free port; yields the base URL."""
+    port = free_port()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def served(ray_cluster: str, test_repository: Path) -> dict:
+    """The test repository deployed once; yields {"url", "index", "repository"}."""
+    from deployments.app import deploy_repository
+
+    index = deploy_repository(test_repository, timeout_s=240)
+    return {"url": ray_cluster, "index": index, "repository": test_repository}
+
+
+@pytest.fixture(scope="session")
+def run_async(served: dict) -> Iterator:
+    """Run coroutines that use DeploymentHandles on one long-lived event loop.
+
+    With Serve's throughput-optimised settings a handle's router lives on the caller's loop, so
+    every handle call in the session must share one loop.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield lambda coro, timeout=60: asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.fixture(scope="session")
+def url(served: dict) -> str:
+    return served["url"]

@@ -1,0 +1,31 @@
+"""cluster.yaml passes Ray's own cluster-launcher schema; the example Serve config matches the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cluster_yaml_is_valid_for_ray_up() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
+    validate_config(config)  # raises on any schema violation
+    assert set(config["available_node_types"]) == {"head", "gpu_worker"}
+    assert config["head_node_type"] == "head"
+    setup = " ".join(config["setup_commands"])
+    assert "make install" in setup
+    starts = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
+    assert starts.count("RAY_SERVE_ENABLE_HA_PROXY=1") == 2
+
+
+def test_example_serve_config_is_what_infergrid_config_writes(example_repository: Path) -> None:
+    from deployments.serve_config import repository_serve_config
+
+    committed = yaml.safe_load((ROOT / "examples" / "serve_config.yaml").read_text())
+    generated = repository_serve_config(example_repository, host="0.0.0.0", port=8000)
+    assert [a["name"] for a in committed["applications"]] == [a["name"] for a in generated["applications"]]
+    assert [a["import_path"] for a in committed["applications"]] == [a["import_path"] for a in generated["applications"]]
