@@ -31,7 +31,7 @@ class TorchBackend(Backend):
                 f"{self.config.name}: a PyTorch model needs input and output entries in config.pbtxt")
         torch.set_num_threads(cpu_threads())
         self._device = torch.device(self.device)
-        self._half = self.config.flag("half") and self._device.type == "cuda" or self.config.flag("force_half")
+        self._half = self.config.flag("half") and self._device.type == "cuda"  # fp16 only pays on a GPU
         path = self.model_path
         try:
             if path.suffix == ".pt2":

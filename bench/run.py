@@ -109,6 +109,56 @@ def measure_model(base: str, model: str, binary: bool, seconds: float, workdir: 
     return rows
 
 
+async def _drive(call, concurrency: int, seconds: float) -> dict:
+    """Closed loop over an async callable from ``concurrency`` tasks; QPS and latency percentiles."""
+    import asyncio
+
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    ms = np.array(latencies) * 1000
+    return {"qps": len(latencies) / (time.perf_counter() - start), "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99))}
+
+
+def measure_hops(model: str, seconds: float) -> list[dict]:
+    """Each hop of the request path on its own, from this driver: model replica, endpoint (batched)."""
+    import asyncio
+
+    from ray import serve
+
+    from deployments.handles import get_model_handle
+    from deployments.names import VERSION_DEPLOYMENT, version_app
+
+    name, shape = INPUTS[model]
+    row = {name: np.zeros((1, *shape), np.float32)}
+
+    async def run() -> list[dict]:
+        replica = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=version_app(model, 1))
+        endpoint = get_model_handle(model)
+        hops = [("handle -> model replica (1 row, unbatched)", lambda: replica.infer_batch.remote(row)),
+                ("handle -> endpoint -> model replica (batched)", lambda: endpoint.infer.remote(row))]
+        rows = []
+        for label, call in hops:
+            await _drive(call, 16, 1.0)  # warm-up
+            for concurrency in (1, 64):
+                result = await _drive(call, concurrency, seconds)
+                rows.append({"model": model, "path": label, "concurrency": concurrency, **result})
+                print(f"{label:48} c={concurrency:<3} {result['qps']:8.1f} QPS  p50 {result['p50_ms']:7.2f} ms",
+                      flush=True)
+        return rows
+
+    return asyncio.run(run())
+
+
 def start_serving(repository: Path, port: int) -> str:
     from deployments.cli import serve_environment
 
@@ -139,12 +189,13 @@ def summarise(rows: list[dict], raw: dict[str, dict[int, float]]) -> dict:
     }
 
 
-def write_results(out: Path, rows: list[dict], raw: dict, ratios: dict, command: str) -> None:
+def write_results(out: Path, rows: list[dict], raw: dict, ratios: dict, command: str, hops: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     machine = {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "load_avg": os.getloadavg(), "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (out / "serving.json").write_text(json.dumps(
-        {"command": command, "machine": machine, "served": rows, "raw_rows_per_s": raw, "ratios": ratios}, indent=2))
+        {"command": command, "machine": machine, "served": rows, "raw_rows_per_s": raw, "hops": hops,
+         "ratios": ratios}, indent=2))
     lines = [f"# Serving benchmark ({machine['date_utc']})", "", f"Command: `{command}`", "",
              f"Machine: {machine['cores']} cores, {machine['platform']}, Python {machine['python']}, "
              f"load average at the end {', '.join(f'{x:.1f}' for x in machine['load_avg'])}.", "",
@@ -156,6 +207,11 @@ def write_results(out: Path, rows: list[dict], raw: dict, ratios: dict, command:
     lines += ["", "Raw backend in-process (one intra-op thread, as a replica has):", "",
               "| model | batch size | rows/s |", "|---|---:|---:|"]
     lines += [f"| {model} | {batch} | {value:.1f} |" for model, per in raw.items() for batch, value in per.items()]
+    lines += ["", "Each hop alone (from a Python driver through DeploymentHandles, same run; compare with the "
+              "HTTP rows above for the ingress hop and with the raw rows for the model):", "",
+              "| model | path | concurrency | QPS | p50 ms | p99 ms |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {h['model']} | {h['path']} | {h['concurrency']} | {h['qps']:.1f} | {h['p50_ms']:.2f} | "
+              f"{h['p99_ms']:.2f} |" for h in hops]
     lines += ["", "Ratios (same run):", ""]
     lines += [f"- {name}: **{value:.2f}**" for name, value in ratios.items() if value is not None]
     (out / "serving.md").write_text("\n".join(lines) + "\n")
@@ -180,9 +236,10 @@ def main() -> None:
             rows += measure_model(base, model, binary=False, seconds=args.duration, workdir=workdir)
         for model in ("resnet50", "resnet50_nobatch"):
             rows += measure_model(base, model, binary=True, seconds=args.resnet_duration, workdir=workdir)
+        hops = measure_hops("fraud", args.duration)
         ratios = summarise(rows, raw)
         print("ratios:", json.dumps(ratios), flush=True)
-        write_results(Path(args.out), rows, raw, ratios, command)
+        write_results(Path(args.out), rows, raw, ratios, command, hops)
         import ray
 
         ray.shutdown()

@@ -36,6 +36,8 @@ logger = logging.getLogger("infergrid")
 DEFAULT_REPLICA_CPUS = 0.5
 ENDPOINT_CPUS = 0.1
 SERVER_CPUS = 0.05
+# Serve writes an access-log line per request by default: ~5% of the endpoint's CPU at full load.
+QUIET_LOGS = {"enable_access_log": False}
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def _replica_options(config: ModelConfig, gpu_available: bool) -> dict:
     if use_gpu:
         actor["num_gpus"] = float(config.parameter("gpu_fraction", "1"))
     return {"num_replicas": replicas, "ray_actor_options": actor, "max_ongoing_requests": 64,
-            "max_constructor_retry_count": 1}
+            "max_constructor_retry_count": 1, "logging_config": QUIET_LOGS}
 
 
 def version_application(entry: ModelEntry, version: int, gpu_available: bool) -> Application:
@@ -73,13 +75,14 @@ def version_application(entry: ModelEntry, version: int, gpu_available: bool) ->
     return deployment.bind(entry.name, version, str(entry.versions[version]), config, threads)
 
 
-def endpoint_application(model: str, versions: list[int], max_batch_size: int = 0) -> Application:
+def endpoint_application(model: str, versions: list[int], max_batch_size: int = 0, replicas: int = 1) -> Application:
     """The application serving one model's HTTP API and batching its requests."""
     deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
-        num_replicas=1,
+        num_replicas=replicas,
         max_ongoing_requests=max(256, 4 * max_batch_size),
         ray_actor_options={"num_cpus": ENDPOINT_CPUS},
         user_config={"versions": versions},
+        logging_config=QUIET_LOGS,
     )
     return deployment.bind(model)
 
@@ -108,8 +111,8 @@ def plan_repository(snapshot: RepositorySnapshot, gpu_available: bool) -> tuple[
         for warning in entry.config.warnings if entry.config else ():
             logger.warning("%s", warning)
         versions = entry.served_versions
-        index[name] = {"versions": versions, "reason": None,
-                       "max_batch_size": entry.config.max_batch_size if entry.config else 0}
+        index[name] = {"versions": versions, "reason": None, "max_batch_size": entry.config.max_batch_size,
+                       "endpoint_replicas": int(entry.config.parameter("endpoint_replicas", "1"))}
         specs += [AppSpec(version_app(name, v), version_application(entry, v, gpu_available), None) for v in versions]
     return specs, index
 
@@ -167,7 +170,7 @@ def deploy_repository(root: Path, timeout_s: float = 300.0) -> dict[str, dict]:
         entry["versions"] = [v for v in entry["versions"] if version_app(model, v) != app_name]
         if not entry["versions"]:
             entry["reason"] = f"{app_name} failed to load: {message}"
-    fronts = [serve.RunTarget(endpoint_application(name, e["versions"], e.get("max_batch_size", 0)),
+    fronts = [serve.RunTarget(endpoint_application(name, e["versions"], e["max_batch_size"], e["endpoint_replicas"]),
                               endpoint_app(name), model_route(name))
               for name, e in index.items() if not e["reason"]]
     fronts.append(serve.RunTarget(server_application(index), SERVER_APP, "/"))
@@ -189,8 +192,9 @@ def build_version_app(args: dict) -> Application:
 
 
 def build_endpoint_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_endpoint_app`` with args {model, versions, max_batch_size}."""
-    return endpoint_application(args["model"], [int(v) for v in args["versions"]], int(args.get("max_batch_size", 0)))
+    """``import_path: deployments.app:build_endpoint_app``; args {model, versions, max_batch_size, replicas}."""
+    return endpoint_application(args["model"], [int(v) for v in args["versions"]], int(args.get("max_batch_size", 0)),
+                                int(args.get("replicas", 1)))
 
 
 def build_server_app(args: dict) -> Application:

@@ -36,23 +36,22 @@ def split_outputs(outputs: dict[str, np.ndarray], rows: list[int]) -> list[dict[
 
 @dataclass
 class BatchStats:
-    """Counters of formed batches, kept by the deployment that forms them."""
+    """Counters of requests and formed batches, kept by the deployment that forms the batches."""
 
-    batches: int = 0
     requests: int = 0
+    batches: int = 0
     rows: int = 0
     max_rows: int = 0
-    requests_per_batch: Counter = field(default_factory=Counter)
+    batch_sizes: Counter = field(default_factory=Counter)
 
-    def record(self, rows: list[int]) -> None:
-        """Count one executed batch made of requests with these row counts."""
+    def record_batch(self, rows: int) -> None:
+        """Count one executed batch of ``rows`` rows."""
         self.batches += 1
-        self.requests += len(rows)
-        self.rows += sum(rows)
-        self.max_rows = max(self.max_rows, sum(rows))
-        self.requests_per_batch[len(rows)] += 1
+        self.rows += rows
+        self.max_rows = max(self.max_rows, rows)
+        self.batch_sizes[rows] += 1
 
     def snapshot(self) -> dict:
-        """A JSON-ready copy."""
-        return {"batches": self.batches, "requests": self.requests, "rows": self.rows, "max_rows": self.max_rows,
-                "requests_per_batch": {str(k): v for k, v in sorted(self.requests_per_batch.items())}}
+        """A JSON-ready copy (``batch_sizes``: rows per batch -> how many batches)."""
+        return {"requests": self.requests, "batches": self.batches, "rows": self.rows, "max_rows": self.max_rows,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,18 +35,6 @@ __all__ = ["ModelEndpoint"]
 
 _PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats)?/?$")
 _DESCRIBE_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """One validated request waiting in a batch queue."""
-
-    inputs: dict[str, np.ndarray]
-    rows: int
-
-
-def _rows(items: list[_Pending]) -> int:
-    return sum(item.rows for item in items)
 
 
 class _VersionRoute:
@@ -84,25 +71,35 @@ class _VersionRoute:
                 max_batch_size=info.batch_rows,
                 batch_wait_timeout_s=info.queue_delay_us / 1e6,
                 max_concurrent_batches=2,
-                batch_size_fn=_rows,
             )(self._run_batch)
         self.info = info
 
-    async def _run_batch(self, items: list[_Pending]) -> list[dict[str, np.ndarray]]:
-        stacked, rows = stack_inputs([item.inputs for item in items])
+    async def _run_batch(self, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        stacked, counts = stack_inputs(rows)
         outputs = await self.handle.infer_batch.remote(stacked)
-        self.stats.record(rows)
-        return split_outputs(outputs, rows)
+        self.stats.record_batch(sum(counts))
+        return split_outputs(outputs, counts)
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate, then run through the batch queue (or alone without dynamic batching)."""
+        """Validate, then run through the batch queue (or alone without dynamic batching).
+
+        The queue holds single rows, so a formed batch never exceeds its row limit. A request of
+        n rows enters as n rows and gets them back in order (they may span two batches). Counting
+        rows this way avoids ``batch_size_fn``, which Serve re-evaluates over the whole batch for
+        every arrival.
+        """
         info = await self.describe()
         rows = validate_inputs(inputs, info.signature, info.max_batch_size)
-        if self._submit is None or rows > info.batch_rows:  # too big to share a batch: runs alone
+        self.stats.requests += 1
+        if self._submit is None:
             outputs = await self.handle.infer_batch.remote(inputs)
-            self.stats.record([rows])
+            self.stats.record_batch(rows)
             return outputs
-        return await self._submit(_Pending(inputs, rows))
+        if rows == 1:
+            return await self._submit(inputs)
+        parts = await asyncio.gather(*(self._submit({name: array[i:i + 1] for name, array in inputs.items()})
+                                       for i in range(rows)))
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 class ModelEndpoint:

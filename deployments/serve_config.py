@@ -27,7 +27,8 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
                          "args": {"repository": str(repository), "model": name, "version": v}})
         apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
                      "import_path": "deployments.app:build_endpoint_app",
-                     "args": {"model": name, "versions": versions, "max_batch_size": entry.config.max_batch_size}})
+                     "args": {"model": name, "versions": versions, "max_batch_size": entry.config.max_batch_size,
+                              "replicas": int(entry.config.parameter("endpoint_replicas", "1"))}})
     apps.append({"name": SERVER_APP, "route_prefix": "/", "import_path": "deployments.app:build_server_app",
                  "args": {"repository": str(repository)}})
     return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}, "applications": apps}

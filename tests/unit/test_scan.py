@@ -58,3 +58,13 @@ def test_serve_config_lists_every_application(tmp_path: Path) -> None:
     names = [(a["name"], a["route_prefix"]) for a in config["applications"]]
     assert names == [("fraud:v1", None), ("fraud", "/v2/models/fraud"), ("infergrid:server", "/")]
     assert config["applications"][1]["args"] == {"model": "fraud", "versions": [1], "max_batch_size": 64}
+
+
+def test_failure_reason_keeps_our_error_line() -> None:
+    from deployments.app import failure_reason
+
+    traceback = ("The deployment failed to start 1 times.\nTraceback (most recent call last):\n  File x\n"
+                 "onnxruntime...InvalidProtobuf: parse failed\n\nThe above exception...\n"
+                 "backends.errors.BackendLoadError: corrupt: cannot load /r/corrupt/1/model.onnx: parse failed\n")
+    assert failure_reason(traceback) == "corrupt: cannot load /r/corrupt/1/model.onnx: parse failed"
+    assert failure_reason("first\nlast line\n") == "last line"

@@ -55,10 +55,12 @@ def test_stack_and_split_give_each_request_its_rows() -> None:
 
 def test_batch_stats() -> None:
     stats = BatchStats()
-    stats.record([1, 3])
-    stats.record([2])
-    assert stats.snapshot() == {"batches": 2, "requests": 3, "rows": 6, "max_rows": 4,
-                                "requests_per_batch": {"1": 1, "2": 1}}
+    stats.requests = 3
+    stats.record_batch(4)
+    stats.record_batch(2)
+    stats.record_batch(4)
+    assert stats.snapshot() == {"requests": 3, "batches": 3, "rows": 10, "max_rows": 4,
+                                "batch_sizes": {"2": 1, "4": 2}}
 
 
 @pytest.mark.parametrize("text, expected", [
