@@ -14,16 +14,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from deployments.cli import serve_environment
-
-serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
-os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-
-import ray  # noqa: E402
-from ray import serve  # noqa: E402
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -31,12 +25,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+# HAProxy's stats and Prometheus ports default to 8404 and 9101: never collide with anything running.
+os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+
 def build_explodes(version_dir: Path) -> None:
     """An ONNX model that reshapes to a fixed [1, 4]: fine for one row, fails for two."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    shape = numpy_helper.from_array(__import__("numpy").array([1, 4], dtype="int64"), "shape")
+    shape = numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "shape")
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "shape"], ["y"])], "explodes",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],

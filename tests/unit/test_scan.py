@@ -57,7 +57,7 @@ def test_serve_config_lists_every_application(tmp_path: Path) -> None:
     config = repository_serve_config(tmp_path)
     names = [(a["name"], a["route_prefix"]) for a in config["applications"]]
     assert names == [("fraud:v1", None), ("fraud", "/v2/models/fraud"), ("infergrid:server", "/")]
-    assert config["applications"][1]["args"] == {"model": "fraud", "versions": [1], "max_batch_size": 64}
+    assert config["applications"][1]["args"] == {"model": "fraud", "versions": [1], "max_batch_size": 64, "replicas": 1}
 
 
 def test_failure_reason_keeps_our_error_line() -> None:
@@ -68,3 +68,14 @@ def test_failure_reason_keeps_our_error_line() -> None:
                  "backends.errors.BackendLoadError: corrupt: cannot load /r/corrupt/1/model.onnx: parse failed\n")
     assert failure_reason(traceback) == "corrupt: cannot load /r/corrupt/1/model.onnx: parse failed"
     assert failure_reason("first\nlast line\n") == "last line"
+
+
+def test_serve_config_import_paths_build_applications(example_repository: Path) -> None:
+    import importlib
+
+    from ray.serve import Application
+
+    for app in repository_serve_config(example_repository)["applications"]:
+        module, _, name = app["import_path"].partition(":")
+        built = getattr(importlib.import_module(module), name)(app["args"])
+        assert isinstance(built, Application), app["name"]
