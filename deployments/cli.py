@@ -31,6 +31,9 @@ PERFORMANCE_ENV = {
 }
 
 
+EMBEDDED_LOGICAL_CPUS = 16
+
+
 def serve_environment() -> None:
     """Set Serve's performance switches for this process and the Ray it starts (user values win)."""
     for key, value in PERFORMANCE_ENV.items():
@@ -43,8 +46,11 @@ def _start_ray(host: str, port: int) -> tuple[bool, str | None]:
 
     embedded = not os.environ.get("RAY_ADDRESS")
     if embedded:
-        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-                           log_to_driver=False, _node_ip_address="127.0.0.1")
+        # Replicas reserve fractional logical CPUs; on a small machine a repository of many models
+        # would otherwise wait forever for CPUs it does not really need. Threads are set per replica.
+        context = ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS),
+                           include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
+                           _node_ip_address="127.0.0.1")
     else:
         context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})

@@ -60,6 +60,16 @@ def test_repository(example_repository: Path, tmp_path_factory: pytest.TempPathF
     (root / "corrupt" / "1").mkdir(parents=True)
     (root / "corrupt" / "1" / "model.onnx").write_bytes(b"\x00garbage")
     build_explodes(root / "explodes" / "1")
+    # Two kept versions with different weights, and two folders with no config at all.
+    from build_repository import FRAUD_CONFIG, build_fraud
+
+    (root / "fraud2").mkdir()
+    (root / "fraud2" / "config.pbtxt").write_text(
+        FRAUD_CONFIG.replace('name: "fraud"', 'name: "fraud2"').replace("num_versions: 1", "num_versions: 2"))
+    build_fraud(root / "fraud2" / "1", seed=1)
+    build_fraud(root / "fraud2" / "2", seed=2)
+    build_fraud(root / "bare_onnx")  # <repo>/bare_onnx/model.onnx, served as version 1
+    build_fraud(root / "tfserving_layout" / "1", seed=3)
     (root / "explodes" / "config.pbtxt").write_text(
         'backend: "onnxruntime" max_batch_size: 4 '
         'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]')
@@ -68,9 +78,12 @@ def test_repository(example_repository: Path, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """A local Ray with Serve's HAProxy ingress on a free port; yields the base URL."""
+    """A local Ray with Serve's HAProxy ingress on a free port; yields the base URL.
+
+    Eight logical CPUs on a 2-core machine: the replicas reserve fractions of a CPU and mostly idle.
+    """
     port = free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
@@ -83,6 +96,8 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
     from deployments.app import deploy_repository
 
     index = deploy_repository(test_repository, timeout_s=240)
+    failed = {name for name, entry in index.items() if entry["reason"]}
+    assert failed == {"broken", "corrupt"}, {name: index[name]["reason"] for name in failed}
     return {"url": ray_cluster, "index": index, "repository": test_repository}
 
 
