@@ -11,7 +11,7 @@ import numpy as np
 
 from backends.errors import ConfigError, InputMismatch
 
-__all__ = ["V2_DATATYPES", "config_to_v2", "v2_to_numpy", "numpy_to_v2", "element_size_bytes"]
+__all__ = ["V2_DATATYPES", "config_to_v2", "v2_to_numpy", "numpy_to_v2"]
 
 _V2_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -69,8 +69,3 @@ def numpy_to_v2(dtype: np.dtype) -> str:
         return _NUMPY_TO_V2[dtype]
     except KeyError:
         raise InputMismatch(f"numpy dtype {dtype} has no v2 datatype") from None
-
-
-def element_size_bytes(datatype: str) -> int:
-    """Bytes per element for fixed-size types; 0 for BYTES (variable length)."""
-    return 0 if datatype == "BYTES" else v2_to_numpy(datatype).itemsize
