@@ -34,7 +34,3 @@ class ModelSignature:
     def input(self, name: str) -> TensorSpec | None:
         """The input called ``name``, or None."""
         return next((spec for spec in self.inputs if spec.name == name), None)
-
-    def output_names(self) -> tuple[str, ...]:
-        """Names of every output, in order."""
-        return tuple(spec.name for spec in self.outputs)

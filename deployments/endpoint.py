@@ -105,12 +105,10 @@ class _VersionRoute:
 class ModelEndpoint:
     """HTTP and handle entry point of one model; user_config ``{"versions": [newest, ...]}``."""
 
-    def __init__(self, model: str, versions: list[int] | None = None) -> None:
+    def __init__(self, model: str) -> None:
         self._model = model
         self._routes: dict[int, _VersionRoute] = {}
         self._order: list[int] = []
-        if versions:
-            self.reconfigure({"versions": versions})
 
     def reconfigure(self, user_config: dict) -> None:
         """Serve the listed versions (newest first); routes of versions no longer listed are dropped."""

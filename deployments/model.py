@@ -98,11 +98,9 @@ class ModelVersion:
         self._info = VersionInfo(model, version, config.platform, self._backend.signature, config.max_batch_size,
                                  device, *batch_settings(config))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
-        self._executions = 0
 
     async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one stacked batch (already validated by the endpoint)."""
-        self._executions += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._backend.predict, inputs)
 
@@ -110,9 +108,6 @@ class ModelVersion:
         """Signature and batching settings of this version."""
         return self._info
 
-    async def executions(self) -> int:
-        """How many batches this replica has run (the endpoint keeps the batch-size counters)."""
-        return self._executions
 
     def __del__(self) -> None:
         backend = getattr(self, "_backend", None)

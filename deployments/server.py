@@ -22,7 +22,7 @@ from deployments.names import ENDPOINT_DEPLOYMENT, endpoint_app
 __all__ = ["ServerIngress", "server_version"]
 
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data"]  # model_repository once load/unload exist
 
 
 def server_version() -> str:
