@@ -14,6 +14,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "ConfigError",
+    "RepositoryError",
     "BackendLoadError",
     "BackendUnavailable",
     "InferenceFailed",
@@ -57,6 +58,12 @@ class ModelNotReady(ServingError):
 
 class ConfigError(ServingError):
     """A config.pbtxt (or a model folder) is invalid; the message names the file and field."""
+
+    http_status = 400
+
+
+class RepositoryError(ServingError):
+    """A repository request that cannot be carried out (load, unload, control mode)."""
 
     http_status = 400
 

@@ -1,13 +1,14 @@
-"""Turn a model repository into Serve applications, and deploy them.
+"""The Serve applications infergrid runs, and the few Serve calls that start, watch and stop them.
 
 Three kinds of application (names in ``deployments.names``):
 
-* ``{model}:v{n}``       one per served version: the ``model`` deployment, no HTTP route;
+* ``{model}:v{n}@{tag}`` one per served version: the ``model`` deployment, no HTTP route;
 * ``{model}``            one per model at ``/v2/models/{model}``: the ``endpoint`` deployment;
-* ``infergrid:server``   one at ``/``: server endpoints, unknown and failed models.
+* ``infergrid:server``   one at ``/``: server endpoints, the repository API, unknown and failed models.
 
-The builders here are also import paths for a Serve config file (``infergrid config``), so
-``serve deploy`` and ``infergrid serve`` run exactly the same applications.
+The repository controller (``deployments.controller``) decides which to run. The builders at
+the end are import paths for a Serve config file (``infergrid config``), a fixed set of the same
+applications for ``serve deploy``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from ray.serve import Application
 from backends.model_config import ModelConfig
 from deployments.endpoint import ModelEndpoint
 from deployments.model import ModelVersion
-from deployments.names import SERVER_APP, endpoint_app, model_route, version_app
-from deployments.repository.scan import ModelEntry, RepositorySnapshot, scan_model, scan_repository
+from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
-__all__ = ["AppSpec", "plan_repository", "deploy_repository", "version_application", "endpoint_application",
-           "server_application", "build_version_app", "build_endpoint_app", "build_server_app"]
+__all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
+           "start_applications", "application_states", "running_replicas", "wait_for_applications",
+           "wait_until_deleted", "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
 
 logger = logging.getLogger("infergrid")
 
@@ -65,56 +66,63 @@ def _replica_options(config: ModelConfig, gpu_available: bool) -> dict:
             "max_constructor_retry_count": 1, "logging_config": QUIET_LOGS}
 
 
-def version_application(entry: ModelEntry, version: int, gpu_available: bool) -> Application:
-    """The application holding one version's replicas."""
+def _pin_code_version(deployment: serve.Deployment, code_version: str | None) -> serve.Deployment:
+    """Give a deployment a fixed code version, so redeploying it only to change ``num_replicas`` or
+    ``user_config`` updates the running replicas in place instead of restarting them.
+
+    Serve gives every imperative deploy a random code version (which restarts replicas); the
+    ``version`` option that fixed it is only open to Serve itself now, hence ``_internal``.
+    """
+    if code_version is None:
+        return deployment
+    return deployment.options(version=code_version, _internal=True)
+
+
+def version_application(entry: ModelEntry, version: int, gpu_available: bool, tag: str | None = None) -> Application:
+    """The application holding one version's replicas; ``tag`` (what it loads) pins its code version."""
     config = entry.config
     assert config is not None
     options = _replica_options(config, gpu_available)
     threads = int(config.parameter("intra_op_threads", "0") or 0) or max(1, round(options["ray_actor_options"]["num_cpus"]))
-    deployment = serve.deployment(ModelVersion, name="model").options(**options)
+    deployment = _pin_code_version(serve.deployment(ModelVersion, name="model").options(**options), tag)
     return deployment.bind(entry.name, version, str(entry.versions[version]), config, threads)
 
 
-def endpoint_application(model: str, versions: list[int], max_batch_size: int = 0, replicas: int = 1) -> Application:
-    """The application serving one model's HTTP API and batching its requests."""
+def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0, replicas: int = 1,
+                         controller: str | None = None) -> Application:
+    """The application serving one model's HTTP API and batching its requests.
+
+    ``routes`` is the table to start with; with a ``controller`` the replicas follow its table.
+    """
     deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
         num_replicas=replicas,
         max_ongoing_requests=max(256, 4 * max_batch_size),
         ray_actor_options={"num_cpus": ENDPOINT_CPUS},
-        user_config={"versions": versions},
+        user_config={"routes": routes},
         logging_config=QUIET_LOGS,
     )
-    return deployment.bind(model)
+    return _pin_code_version(deployment, "endpoint").bind(model, controller)
 
 
-def server_application(index: dict[str, dict]) -> Application:
-    """The ``/`` application: server endpoints and unknown or failed models."""
+def server_application(index: dict[str, dict], controller: str | None = None) -> Application:
+    """The ``/`` application: server endpoints, the repository API, unknown or failed models."""
     deployment = serve.deployment(ServerIngress, name="server").options(
-        max_ongoing_requests=256, ray_actor_options={"num_cpus": SERVER_CPUS})
-    return deployment.bind(index)
+        max_ongoing_requests=256, ray_actor_options={"num_cpus": SERVER_CPUS}, logging_config=QUIET_LOGS)
+    return deployment.bind(index, controller)
 
 
-def _gpu_available() -> bool:
+def gpu_available() -> bool:
+    """True when the Ray cluster has a GPU (KIND_AUTO then means GPU replicas)."""
     import ray
 
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
 
 
-def plan_repository(snapshot: RepositorySnapshot, gpu_available: bool) -> tuple[list[AppSpec], dict[str, dict]]:
-    """Version applications for every servable model, and the index of every model."""
-    specs, index = [], {}
-    for name, entry in snapshot.models.items():
-        if entry.error:
-            logger.error("model %s is unavailable: %s", name, entry.error)
-            index[name] = {"versions": [], "reason": entry.error}
-            continue
-        for warning in entry.config.warnings if entry.config else ():
-            logger.warning("%s", warning)
-        versions = entry.served_versions
-        index[name] = {"versions": versions, "reason": None, "max_batch_size": entry.config.max_batch_size,
-                       "endpoint_replicas": int(entry.config.parameter("endpoint_replicas", "1"))}
-        specs += [AppSpec(version_app(name, v), version_application(entry, v, gpu_available), None) for v in versions]
-    return specs, index
+def start_applications(specs: list[AppSpec]) -> None:
+    """Deploy (or update in place) applications without waiting for them."""
+    if specs:
+        serve.run_many([serve.RunTarget(s.app, s.name, s.route_prefix) for s in specs],
+                       wait_for_applications_running=False)
 
 
 _ERROR_LINE = re.compile(r"^backends\.errors\.\w+: (.+)$", re.MULTILINE)
@@ -129,56 +137,53 @@ def failure_reason(message: str) -> str:
     return lines[-1] if lines else message
 
 
-def _wait_for(names: list[str], timeout_s: float) -> dict[str, str]:
-    """Wait until each application is RUNNING or failed; returns {name: failure message}."""
+def application_states() -> dict[str, tuple[str, str]]:
+    """Every Serve application: name -> (status, failure reason or "")."""
+    states = {}
+    for name, app in serve.status().applications.items():
+        message = ""
+        if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            message = failure_reason("; ".join(d.message for d in app.deployments.values() if d.message) or app.message)
+        states[name] = (getattr(app.status, "value", str(app.status)), message)
+    return states
+
+
+def running_replicas(app_name: str, deployment: str) -> int:
+    """How many replicas of a deployment are running (0 if the application does not exist)."""
+    app = serve.status().applications.get(app_name)
+    if app is None or deployment not in app.deployments:
+        return 0
+    return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
+
+
+def wait_for_applications(names: list[str], timeout_s: float, poll_s: float = 0.1) -> dict[str, str]:
+    """Wait until each application is RUNNING or failed; returns {name: failure reason}."""
     deadline = time.monotonic() + timeout_s
     pending, failures = set(names), {}
     while pending and time.monotonic() < deadline:
-        statuses = serve.status().applications
+        states = application_states()
         for name in list(pending):
-            app = statuses.get(name)
-            if app is None:
-                continue
-            if app.status == "RUNNING":
+            status, message = states.get(name, ("MISSING", ""))
+            if status == "RUNNING":
                 pending.discard(name)
-            elif app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                details = "; ".join(d.message for d in app.deployments.values() if d.message) or app.message
-                failures[name] = failure_reason(details)
+            elif status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                failures[name] = message or status
                 pending.discard(name)
-        time.sleep(0.25)
+        if pending:
+            time.sleep(poll_s)
     failures.update({name: f"not running after {timeout_s:.0f} s" for name in pending})
     return failures
 
 
-def deploy_repository(root: Path, timeout_s: float = 300.0) -> dict[str, dict]:
-    """Deploy every model of a repository; a model that fails is reported, never fatal.
-
-    Returns:
-        The index: ``{model: {"versions": [...], "reason": str | None}}``.
-    """
-    snapshot = scan_repository(root)
-    version_specs, index = plan_repository(snapshot, _gpu_available())
-    if version_specs:
-        serve.run_many([serve.RunTarget(s.app, s.name, s.route_prefix) for s in version_specs],
-                       wait_for_applications_running=False)
-    failures = _wait_for([s.name for s in version_specs], timeout_s)
-    for app_name, message in failures.items():
-        model = app_name.rpartition(":v")[0]
-        logger.error("%s failed to load: %s", app_name, message)
-        serve.delete(app_name, _blocking=False)
-        entry = index[model]
-        entry["versions"] = [v for v in entry["versions"] if version_app(model, v) != app_name]
-        if not entry["versions"]:
-            entry["reason"] = f"{app_name} failed to load: {message}"
-    fronts = [serve.RunTarget(endpoint_application(name, e["versions"], e["max_batch_size"], e["endpoint_replicas"]),
-                              endpoint_app(name), model_route(name))
-              for name, e in index.items() if not e["reason"]]
-    fronts.append(serve.RunTarget(server_application(index), SERVER_APP, "/"))
-    serve.run_many(fronts, wait_for_applications_running=False)
-    stuck = _wait_for([t.name for t in fronts], timeout_s)
-    if stuck:
-        logger.error("endpoints failed to start: %s", stuck)
-    return index
+def wait_until_deleted(names: list[str], timeout_s: float, poll_s: float = 0.2) -> list[str]:
+    """Wait until the applications are gone; returns those still present at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    remaining = set(names)
+    while remaining and time.monotonic() < deadline:
+        remaining &= set(serve.status().applications)
+        if remaining:
+            time.sleep(poll_s)
+    return sorted(remaining)
 
 
 # --- builders for a Serve config file (``serve deploy``); each takes the file's ``args`` ---
@@ -188,16 +193,17 @@ def build_version_app(args: dict) -> Application:
     entry = scan_model(Path(args["repository"]) / args["model"])
     if entry.error:
         raise ValueError(entry.error)
-    return version_application(entry, int(args["version"]), _gpu_available())
+    return version_application(entry, int(args["version"]), gpu_available())
 
 
 def build_endpoint_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_endpoint_app``; args {model, versions, max_batch_size, replicas}."""
-    return endpoint_application(args["model"], [int(v) for v in args["versions"]], int(args.get("max_batch_size", 0)),
+    """``import_path: deployments.app:build_endpoint_app``; args {model, routes, max_batch_size, replicas}."""
+    return endpoint_application(args["model"], list(args["routes"]), int(args.get("max_batch_size", 0)),
                                 int(args.get("replicas", 1)))
 
 
 def build_server_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_server_app`` with args {repository}."""
-    _, index = plan_repository(scan_repository(Path(args["repository"])), gpu_available=False)
+    """``import_path: deployments.app:build_server_app`` with args {repository}: a fixed index."""
+    index = {name: {"versions": [] if entry.error else entry.served_versions, "reason": entry.error}
+             for name, entry in scan_repository(Path(args["repository"])).models.items()}
     return server_application(index)

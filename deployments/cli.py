@@ -1,6 +1,9 @@
-"""``infergrid``: serve a model repository, or write the Serve config that does it on a cluster.
+"""``infergrid``: serve a model repository, manage what it serves, or write a Serve config.
 
     infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000]
+                     [--model-control-mode poll|none|explicit] [--repository-poll-secs 1]
+                     [--load-model NAME ...]
+    infergrid models list|load|unload [NAME] [--url http://127.0.0.1:8000]
     infergrid config --repository DIR [-o serve_config.yaml]
 
 ``serve`` starts an embedded local Ray unless RAY_ADDRESS names a cluster to join. Ray Serve's
@@ -69,33 +72,83 @@ def _wait_for_signal() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repository until Ctrl-C or SIGTERM."""
     serve_environment()
-    from ray import serve
+    import ray
 
-    from deployments.app import deploy_repository
-    from deployments.names import SERVER_APP, endpoint_app, version_app
+    from deployments.app import gpu_available
+    from deployments.control import start_controller, stop_controller
 
     repository = Path(args.repository).resolve()
+    if not repository.is_dir():
+        print(f"infergrid: model repository {repository} is not a folder", file=sys.stderr)
+        return 2
     embedded, dashboard = _start_ray(args.host, args.port)
-    index = deploy_repository(repository)
+    controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
+                                  args.load_model, gpu_available())
+    models = ray.get(controller.wait_started.remote())
     base = f"http://{args.host}:{args.port}"
-    print(f"infergrid serving {repository}", flush=True)
-    for name, entry in sorted(index.items()):
+    print(f"infergrid serving {repository} (model control mode: {args.model_control_mode})", flush=True)
+    for name, entry in sorted(models.items()):
         state = f"UNAVAILABLE: {entry['reason']}" if entry["reason"] else f"versions {entry['versions']}"
         print(f"  {name:<16} {base}/v2/models/{name}/infer   ({state})")
     print(f"  health           {base}/v2/health/ready")
+    print(f"  repository       {base}/v2/repository/index")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
     print("READY (Ctrl-C to stop)", flush=True)
     _wait_for_signal()
     print("shutting down ...", flush=True)
+    stop_controller()
     if not embedded:  # an embedded Ray goes down whole below; serve.shutdown() would wait out draining
-        for name, entry in index.items():
-            for app in [endpoint_app(name)] + [version_app(name, v) for v in entry["versions"]]:
-                serve.delete(app, _blocking=False)
-        serve.delete(SERVER_APP, _blocking=False)
-    import ray
+        from ray import serve
 
+        for name in serve.status().applications:
+            serve.delete(name, _blocking=False)
     ray.shutdown()
     return 0
+
+
+def _repository_request(url: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body or {}).encode()
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        try:
+            return exc.code, json.loads(payload)
+        except ValueError:
+            return exc.code, {"error": payload.decode(errors="replace")}
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``models list|load|unload``: Triton's repository API over HTTP."""
+    if args.action == "list":
+        status, rows = _repository_request(args.url, "/v2/repository/index")
+        if status == 200:
+            for row in rows:  # type: ignore[union-attr]
+                print(f"{row['name']:<20} {row.get('version', '-'):>8}  {row.get('state', ''):<12} {row.get('reason', '')}")
+            return 0
+    else:
+        if not args.name:
+            print(f"infergrid models {args.action}: give a model name", file=sys.stderr)
+            return 2
+        parameters: dict = {}
+        if args.action == "load" and args.config:
+            parameters["config"] = Path(args.config).read_text()
+        if args.action == "unload" and args.version is not None:
+            parameters["version"] = args.version
+        status, rows = _repository_request(args.url, f"/v2/repository/models/{args.name}/{args.action}",
+                                           {"parameters": parameters} if parameters else {})
+        if status == 200:
+            print(f"{args.action}ed {args.name}")
+            return 0
+    print(f"infergrid models {args.action}: HTTP {status}: {rows.get('error', rows)}", file=sys.stderr)  # type: ignore[union-attr]
+    return 1
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -127,7 +180,25 @@ def main(argv: list[str] | None = None) -> int:
         p.set_defaults(func=func)
         if name == "config":
             p.add_argument("-o", "--output", help="write here instead of stdout")
+        else:
+            p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",
+                           help="poll: follow the repository (default); none: load at start only; "
+                                "explicit: only the load/unload API changes what is served")
+            p.add_argument("--repository-poll-secs", type=float, default=1.0,
+                           help="seconds between repository polls, and how long new files must be unchanged "
+                                "before they load (default 1)")
+            p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                           help="explicit mode: load this model at start ('*' for all); repeatable")
+    models = sub.add_parser("models", help="list, load or unload models of a running server")
+    models.add_argument("action", choices=("list", "load", "unload"))
+    models.add_argument("name", nargs="?", help="model name (load, unload)")
+    models.add_argument("--url", default="http://127.0.0.1:8000", help="server address (default http://127.0.0.1:8000)")
+    models.add_argument("--config", help="load: a JSON model config file that overrides config.pbtxt")
+    models.add_argument("--version", type=int, help="unload: only this version")
+    models.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
+    if getattr(args, "repository_poll_secs", 1.0) <= 0:
+        parser.error("--repository-poll-secs must be > 0")
     return args.func(args)
 
 

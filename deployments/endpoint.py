@@ -3,17 +3,19 @@
 It speaks the v2 protocol for its model, validates each request against the version's signature
 (so one bad request never fails its batch-mates), and forms dynamic batches with ``@serve.batch``
 (a request of n rows counts as n). One call per *batch* then goes to the version's replicas. Routing
-lives here too: unversioned requests go to the newest ready version, and ``reconfigure`` swaps the
-set of versions without restarting the endpoint.
+lives here too: unversioned requests go to the newest ready version, and the table of versions
+changes (from the repository controller) without restarting the endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +24,7 @@ from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, Servin
 from deployments.batching import BatchStats, split_outputs, stack_inputs
 from deployments.http import error_response, json_response
 from deployments.model import VersionInfo
-from deployments.names import VERSION_DEPLOYMENT, version_app
+from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT
 from deployments.protocol.v2 import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -30,19 +32,22 @@ from deployments.protocol.v2 import (
     model_metadata,
     validate_inputs,
 )
+from deployments.routing import Route, routes_token
 
 __all__ = ["ModelEndpoint"]
 
 _PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats)?/?$")
 _DESCRIBE_TIMEOUT_S = 30.0
+_RETRY_S = 0.5
+logger = logging.getLogger("infergrid")
 
 
 class _VersionRoute:
-    """Batch queue, counters and handle for one version."""
+    """Batch queue, counters and handle for one served version (one version application)."""
 
-    def __init__(self, model: str, version: int) -> None:
-        self.model, self.version = model, version
-        self.handle = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=version_app(model, version))
+    def __init__(self, model: str, route: Route) -> None:
+        self.model, self.route, self.version = model, route, route.version
+        self.handle = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=route.app)
         self.info: VersionInfo | None = None
         self.stats = BatchStats()
         self._submit: Any = None
@@ -62,17 +67,26 @@ class _VersionRoute:
                     info = await asyncio.wait_for(self.handle.describe.remote(), _DESCRIBE_TIMEOUT_S)
                 except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
                     raise ModelNotReady(f"model {self.model!r} version {self.version} is not ready: {exc}") from exc
-                self._configure(info)
+                self.info = info
+                self._configure_batching()
         return self.info  # type: ignore[return-value]
 
-    def _configure(self, info: VersionInfo) -> None:
-        if info.dynamic_batching:
-            self._submit = serve.batch(
-                max_batch_size=info.batch_rows,
-                batch_wait_timeout_s=info.queue_delay_us / 1e6,
-                max_concurrent_batches=2,
-            )(self._run_batch)
-        self.info = info
+    def _configure_batching(self) -> None:
+        rows, delay_s = self.route.batch_rows, self.route.queue_delay_us / 1e6
+        if rows <= 0:
+            self._submit = None
+        elif self._submit is None:
+            self._submit = serve.batch(max_batch_size=rows, batch_wait_timeout_s=delay_s,
+                                       max_concurrent_batches=2)(self._run_batch)
+        else:  # in place: rows already queued stay queued
+            self._submit.set_max_batch_size(rows)
+            self._submit.set_batch_wait_timeout_s(delay_s)
+
+    def update(self, route: Route) -> None:
+        """New batching settings for the same application, applied without dropping queued rows."""
+        self.route = route
+        if self.info is not None:
+            self._configure_batching()
 
     async def _run_batch(self, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         stacked, counts = stack_inputs(rows)
@@ -91,30 +105,77 @@ class _VersionRoute:
         info = await self.describe()
         rows = validate_inputs(inputs, info.signature, info.max_batch_size)
         self.stats.requests += 1
-        if self._submit is None:
+        submit = self._submit
+        if submit is None:
             outputs = await self.handle.infer_batch.remote(inputs)
             self.stats.record_batch(rows)
             return outputs
         if rows == 1:
-            return await self._submit(inputs)
-        parts = await asyncio.gather(*(self._submit({name: array[i:i + 1] for name, array in inputs.items()})
+            return await submit(inputs)
+        parts = await asyncio.gather(*(submit({name: array[i:i + 1] for name, array in inputs.items()})
                                        for i in range(rows)))
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 class ModelEndpoint:
-    """HTTP and handle entry point of one model; user_config ``{"versions": [newest, ...]}``."""
+    """HTTP and handle entry point of one model.
 
-    def __init__(self, model: str) -> None:
+    ``user_config``: ``{"routes": [Route dicts, newest first]}``, the table to start with. With a
+    ``controller`` (the repository controller's actor name) the replica then follows the
+    controller's table: it long-polls for changes, prepares new routes (fetches their signature)
+    and only then switches to them, and reports what it applied so the controller knows when an
+    old version has stopped receiving requests.
+    """
+
+    def __init__(self, model: str, controller: str | None = None) -> None:
         self._model = model
         self._routes: dict[int, _VersionRoute] = {}
         self._order: list[int] = []
+        self._token: str | None = None
+        self._apply_lock = asyncio.Lock()
+        self._watch_task = None
+        if controller:
+            replica = serve.get_replica_context().replica_id.unique_id
+            self._watch_task = asyncio.get_running_loop().create_task(self._follow(controller, replica))
 
-    def reconfigure(self, user_config: dict) -> None:
-        """Serve the listed versions (newest first); routes of versions no longer listed are dropped."""
-        versions = sorted((int(v) for v in user_config.get("versions", [])), reverse=True)
-        self._routes = {v: self._routes.get(v) or _VersionRoute(self._model, v) for v in versions}
-        self._order = versions
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply the deployment's table (only before a controller's table has arrived)."""
+        if self._watch_task is None or self._token is None:
+            await self._apply([Route.from_dict(r) for r in user_config.get("routes", [])])
+
+    async def _apply(self, table: list[Route]) -> None:
+        async with self._apply_lock:
+            routes: dict[int, _VersionRoute] = {}
+            for route in table:
+                current = self._routes.get(route.version)
+                if current is not None and current.route.app == route.app:
+                    current.update(route)
+                    routes[route.version] = current
+                else:
+                    routes[route.version] = _VersionRoute(self._model, route)
+            fresh = [r for r in routes.values() if r.info is None]
+            # Prepare before switching: unversioned requests must never meet a route that cannot answer.
+            await asyncio.gather(*(r.describe() for r in fresh), return_exceptions=True)
+            self._routes = routes
+            self._order = sorted(routes, reverse=True)
+            self._token = routes_token([r.to_dict() for r in table])
+
+    async def _follow(self, controller_name: str, replica: str) -> None:
+        """Long-poll the controller for this model's table, for the replica's lifetime."""
+        controller = None
+        while True:
+            try:
+                if controller is None:
+                    controller = ray.get_actor(controller_name, namespace=CONTROLLER_NAMESPACE)
+                table = await controller.watch.remote(self._model, replica, self._token)
+                if table is not None and routes_token(table) != self._token:
+                    await self._apply([Route.from_dict(r) for r in table])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - controller restarting: keep serving, ask again
+                logger.debug("routing table unavailable (%s); retrying", exc)
+                controller = None
+                await asyncio.sleep(_RETRY_S)
 
     def _route(self, version: str | int | None) -> _VersionRoute:
         if version is None:
@@ -130,9 +191,23 @@ class ModelEndpoint:
             raise ModelNotFound(f"model {self._model!r} has no version {version!r}; "
                                 f"served: {', '.join(map(str, self._order)) or 'none'}") from None
 
+    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
+        route = self._route(version)
+        try:
+            return route.version, await route.infer(inputs)
+        except ServingError:
+            raise
+        except Exception:
+            # The version went away between routing and answering (it was swapped out): an
+            # unversioned request is answered by the version now serving instead.
+            if version is None and self._route(None) is not route:
+                retry = self._route(None)
+                return retry.version, await retry.infer(inputs)
+            raise
+
     async def infer(self, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
         """Python entry point (through a DeploymentHandle): named numpy inputs -> named outputs."""
-        return await self._route(version).infer(inputs)
+        return (await self._infer(inputs, version))[1]
 
     async def metadata(self, version: int | None = None) -> dict:
         """The v2 model metadata object."""
@@ -187,9 +262,8 @@ class ModelEndpoint:
         except ValueError:
             raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
         infer_request = decode_infer_request(await request.body(), length)
-        route = self._route(version)
-        outputs = await route.infer(infer_request.inputs)
-        body, json_length = encode_infer_response(infer_request, self._model, str(route.version), outputs)
+        answered_by, outputs = await self._infer(infer_request.inputs, version)
+        body, json_length = encode_infer_response(infer_request, self._model, str(answered_by), outputs)
         if json_length is None:
             return Response(body, media_type="application/json")
         return Response(body, media_type="application/octet-stream",

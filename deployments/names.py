@@ -1,16 +1,24 @@
-"""How Serve applications and deployments are named, in one place.
+"""How Serve applications, deployments and the controller are named, in one place.
 
 ``:`` cannot appear in a model name, so these names never collide with a model's own application.
+A version application carries a tag (a hash of what it loaded): a changed config or changed files
+under the same version number deploy beside the running ones instead of replacing them in place.
 """
 
 from __future__ import annotations
 
-__all__ = ["SERVER_APP", "ENDPOINT_DEPLOYMENT", "VERSION_DEPLOYMENT", "endpoint_app", "version_app",
-           "model_route"]
+import re
+
+__all__ = ["SERVER_APP", "ENDPOINT_DEPLOYMENT", "VERSION_DEPLOYMENT", "CONTROLLER_NAME", "CONTROLLER_NAMESPACE",
+           "endpoint_app", "version_app", "parse_version_app", "model_route"]
 
 SERVER_APP = "infergrid:server"
 ENDPOINT_DEPLOYMENT = "endpoint"
 VERSION_DEPLOYMENT = "model"
+CONTROLLER_NAME = "infergrid-controller"
+CONTROLLER_NAMESPACE = "infergrid"
+
+_VERSION_APP = re.compile(r"^(?P<model>[^:]+):v(?P<version>[0-9]+)(?:@(?P<tag>[0-9a-f]+))?$")
 
 
 def endpoint_app(model: str) -> str:
@@ -18,9 +26,17 @@ def endpoint_app(model: str) -> str:
     return model
 
 
-def version_app(model: str, version: int) -> str:
+def version_app(model: str, version: int, tag: str | None = None) -> str:
     """The application holding one version's replicas (not exposed over HTTP)."""
-    return f"{model}:v{version}"
+    return f"{model}:v{version}" + (f"@{tag}" if tag else "")
+
+
+def parse_version_app(name: str) -> tuple[str, int, str | None] | None:
+    """(model, version, tag) of a version application's name; None for any other application."""
+    match = _VERSION_APP.match(name)
+    if match is None:
+        return None
+    return match.group("model"), int(match.group("version")), match.group("tag")
 
 
 def model_route(model: str) -> str:

@@ -1,6 +1,9 @@
 """A Serve config (the YAML that ``serve deploy`` takes) equivalent to ``infergrid serve``.
 
 Pure: scans the repository and writes import paths and args; nothing is deployed or loaded here.
+This is a fixed set of applications (what the repository holds now); following the repository and
+hot swaps need the controller, which ``infergrid serve`` starts (also against a cluster, with
+RAY_ADDRESS).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from pathlib import Path
 
 from deployments.names import SERVER_APP, endpoint_app, model_route, version_app
 from deployments.repository.scan import scan_repository
+from deployments.routing import route_for
 
 __all__ = ["repository_serve_config"]
 
@@ -21,13 +25,14 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
         if entry.error or entry.config is None:
             continue
         versions = entry.served_versions
+        routes = [route_for(v, version_app(name, v), entry.config).to_dict() for v in versions]
         for v in versions:
             apps.append({"name": version_app(name, v), "route_prefix": None,
                          "import_path": "deployments.app:build_version_app",
                          "args": {"repository": str(repository), "model": name, "version": v}})
         apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
                      "import_path": "deployments.app:build_endpoint_app",
-                     "args": {"model": name, "versions": versions, "max_batch_size": entry.config.max_batch_size,
+                     "args": {"model": name, "routes": routes, "max_batch_size": entry.config.max_batch_size,
                               "replicas": int(entry.config.parameter("endpoint_replicas", "1"))}})
     apps.append({"name": SERVER_APP, "route_prefix": "/", "import_path": "deployments.app:build_server_app",
                  "args": {"repository": str(repository)}})

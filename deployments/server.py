@@ -1,28 +1,32 @@
 """The server ingress at ``/``: server-level v2 endpoints and every path no model endpoint owns.
 
 Model endpoints own ``/v2/models/{model}``; requests reach this deployment for ``/v2``, the health
-endpoints, the repository index, and models that are unknown (404) or failed to load (503 with the
-reason). It knows the repository through its index, given at deploy time.
+endpoints, Triton's repository API (index, load, unload), and models that are unknown (404) or
+unavailable (503 with the reason). It asks the repository controller what is served; without one
+(a fixed ``serve deploy`` config) it answers from the index it was given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 
+import ray
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backends.errors import ModelNotFound, ModelNotReady
+from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
 from deployments.http import error_response, json_response
-from deployments.names import ENDPOINT_DEPLOYMENT, endpoint_app
+from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app
 
 __all__ = ["ServerIngress", "server_version"]
 
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
-EXTENSIONS = ["binary_tensor_data"]  # model_repository once load/unload exist
+_REPOSITORY_ACTION = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)$")
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def server_version() -> str:
@@ -33,14 +37,50 @@ def server_version() -> str:
         return "0+unknown"
 
 
+async def _json_body(request: Request) -> dict:
+    body = await request.body()
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return data
+
+
 class ServerIngress:
     """Index: ``{model: {"versions": [..], "reason": str | None}}``; a reason marks a failed model."""
 
-    def __init__(self, index: dict[str, dict]) -> None:
-        self._index = index
+    def __init__(self, index: dict[str, dict], controller: str | None = None) -> None:
+        self._static_index = index
+        self._controller_name = controller
+        self._controller = None
 
-    def _serving(self) -> list[str]:
-        return [name for name, entry in self._index.items() if not entry.get("reason")]
+    def _controller_handle(self):
+        if self._controller is None:
+            try:
+                self._controller = ray.get_actor(self._controller_name, namespace=CONTROLLER_NAMESPACE)
+            except ValueError:
+                raise ModelNotReady("the repository controller is not running") from None
+        return self._controller
+
+    async def _call(self, method: str, *args):
+        """Call the controller (its errors reach ``error_response``, which unwraps them)."""
+        try:
+            return await getattr(self._controller_handle(), method).remote(*args)
+        except ray.exceptions.RayActorError:
+            self._controller = None
+            raise ModelNotReady("the repository controller is restarting; try again") from None
+
+    async def _index(self) -> dict[str, dict]:
+        if self._controller_name is None:
+            return self._static_index
+        return await self._call("models")
+
+    async def _serving(self) -> list[str]:
+        return [name for name, entry in (await self._index()).items() if not entry.get("reason")]
 
     async def _ready(self) -> bool:
         async def one(model: str) -> bool:
@@ -49,12 +89,14 @@ class ServerIngress:
                 return await asyncio.wait_for(handle.ready.remote(), 5)
             except Exception:  # noqa: BLE001 - unreachable means not ready
                 return False
-        return all(await asyncio.gather(*(one(m) for m in self._serving())))
+        return all(await asyncio.gather(*(one(m) for m in await self._serving())))
 
-    def repository_index(self) -> list[dict]:
+    async def repository_index(self, ready_only: bool = False) -> list[dict]:
         """Triton's ``POST /v2/repository/index`` rows."""
+        if self._controller_name is not None:
+            return await self._call("index", ready_only)
         rows = []
-        for name, entry in sorted(self._index.items()):
+        for name, entry in sorted(self._static_index.items()):
             reason = entry.get("reason")
             versions = entry.get("versions") or [None]
             for v in versions:
@@ -62,7 +104,27 @@ class ServerIngress:
                 if v is not None:
                     row["version"] = str(v)
                 rows.append(row)
-        return rows
+        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    async def _repository_action(self, request: Request, model: str, action: str) -> Response:
+        if self._controller_name is None:
+            raise RepositoryError(f"explicit model {action} needs the repository controller (infergrid serve)")
+        parameters = (await _json_body(request)).get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("parameters must be a JSON object")
+        if action == "load":
+            config = parameters.get("config")
+            if config is not None and not isinstance(config, str):
+                raise InvalidRequest("parameters.config must be a string holding the model config as JSON")
+            await self._call("load", model, config)
+        else:
+            version = parameters.get("version")
+            try:
+                version = int(version) if version is not None else None
+            except (TypeError, ValueError):
+                raise InvalidRequest(f"parameters.version must be a version number, got {version!r}") from None
+            await self._call("unload", model, version)
+        return json_response({})
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -79,14 +141,18 @@ class ServerIngress:
         if path == "/v2":
             return json_response({"name": "infergrid", "version": server_version(), "extensions": EXTENSIONS})
         if path == "/v2/repository/index" and request.method == "POST":
-            return json_response(self.repository_index())
+            ready_only = bool((await _json_body(request)).get("ready", False))
+            return json_response(await self.repository_index(ready_only))
+        action = _REPOSITORY_ACTION.match(path)
+        if action and request.method == "POST":
+            return await self._repository_action(request, action.group("model"), action.group("action"))
         match = _MODEL_PATH.match(path)
         if match:
             model = match.group("model")
-            entry = self._index.get(model)
+            entry = (await self._index()).get(model)
             if entry and entry.get("reason"):
                 raise ModelNotReady(f"model {model!r} is unavailable: {entry['reason']}")
             if entry:
                 raise ModelNotReady(f"model {model!r} is starting")
-            raise ModelNotFound(f"unknown model {model!r}; served: {', '.join(self._serving()) or 'none'}")
+            raise ModelNotFound(f"unknown model {model!r}; served: {', '.join(await self._serving()) or 'none'}")
         raise ModelNotFound(f"no route {request.method} {request.url.path}")

@@ -7,6 +7,7 @@ configs carry many (``model_warmup``, ``optimization``...) that are safe to igno
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from backends.model_config import (
 )
 from deployments.repository.pbtxt import TextMessage, parse_text_message
 
-__all__ = ["parse_config", "load_config_file", "SUPPORTED_FIELDS"]
+__all__ = ["parse_config", "parse_config_json", "load_config_file", "SUPPORTED_FIELDS"]
 
 SUPPORTED_FIELDS = frozenset({
     "name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching",
@@ -180,8 +181,55 @@ def parse_config(text: str, source: str, model_name: str) -> ModelConfig:
     Raises:
         ConfigError: the text is malformed or a supported field is invalid.
     """
+    return _config_from_message(parse_text_message(text, source), source, model_name)
+
+
+_JSON_TEXT_FIELDS = frozenset({"name", "platform", "backend", "key", "string_value", "default_model_filename"})
+
+
+def _json_to_message(data: dict, source: str) -> TextMessage:
+    """Protobuf JSON (Triton's form of a config) -> the text reader's form (every field a list).
+
+    Maps become ``{key, value}`` entries as in text format; int64 values, which protobuf JSON
+    writes as strings, become integers again.
+    """
+    def value(key: str, item: Any) -> Any:
+        if isinstance(item, dict):
+            return _json_to_message(item, source)
+        if isinstance(item, str) and key not in _JSON_TEXT_FIELDS and item.lstrip("-").isdigit():
+            return int(item)
+        return item
+
+    message: TextMessage = {}
+    for key, item in data.items():
+        if key == "parameters" and isinstance(item, dict):
+            message[key] = [{"key": [k], "value": [_json_to_message(v, source) if isinstance(v, dict) else v]}
+                            for k, v in item.items()]
+        elif isinstance(item, list):
+            message[key] = [value(key, element) for element in item]
+        else:
+            message[key] = [value(key, item)]
+    return message
+
+
+def parse_config_json(text: str, source: str, model_name: str) -> ModelConfig:
+    """Parse a config given as JSON (Triton's load API ``parameters.config``).
+
+    Raises:
+        ConfigError: not a JSON object, or a supported field is invalid.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    return _config_from_message(_json_to_message(data, source), source, model_name)
+
+
+def _config_from_message(message: TextMessage, source: str, model_name: str) -> ModelConfig:
     warnings: list[str] = []
-    reader = _Reader(parse_text_message(text, source), f"{source}: ", warnings)
+    reader = _Reader(message, f"{source}: ", warnings)
     reader.warn_unknown(SUPPORTED_FIELDS)
     name = reader.one("name", str, model_name)
     if name != model_name:

@@ -25,6 +25,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+POLL_SECS = 0.5
 serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 # HAProxy's stats and Prometheus ports default to 8404 and 9101: never collide with anything running.
@@ -92,13 +93,17 @@ def ray_cluster() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def served(ray_cluster: str, test_repository: Path) -> dict:
-    """The test repository deployed once; yields {"url", "index", "repository"}."""
-    from deployments.app import deploy_repository
+    """The test repository served by a polling controller; yields {"url", "index", "repository"}.
 
-    index = deploy_repository(test_repository, timeout_s=240)
+    Hot-swap tests add and remove model folders in this repository while it is served.
+    """
+    from deployments.control import start_controller
+
+    controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS)
+    index = ray.get(controller.wait_started.remote(), timeout=300)
     failed = {name for name, entry in index.items() if entry["reason"]}
     assert failed == {"broken", "corrupt"}, {name: index[name]["reason"] for name in failed}
-    return {"url": ray_cluster, "index": index, "repository": test_repository}
+    return {"url": ray_cluster, "index": index, "repository": test_repository, "controller": controller}
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
-"""``infergrid serve`` as a user runs it: its own embedded Ray, endpoints printed, clean SIGTERM."""
+"""``infergrid serve`` as a user runs it (its own embedded Ray, clean SIGTERM), in explicit model control
+mode, driven by ``infergrid models list|load|unload``: only the API changes what is served."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,17 +18,50 @@ from conftest import free_port
 
 pytestmark = pytest.mark.integration
 
+BODY = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}]}
 
-def test_serve_command_serves_and_stops_cleanly(example_repository: Path, tmp_path: Path) -> None:
+
+def models_cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deployments.cli", "models", *args, "--url", url],
+                          capture_output=True, text=True, timeout=300)
+
+
+def infer(url: str, model: str, version: int | None = None) -> requests.Response:
+    route = f"{model}/versions/{version}" if version else model
+    return requests.post(f"{url}/v2/models/{route}/infer", json=BODY, timeout=60)
+
+
+def index(url: str) -> dict[tuple[str, str | None], tuple[str, str]]:
+    rows = requests.post(f"{url}/v2/repository/index", timeout=30).json()
+    return {(r["name"], r.get("version")): (r["state"], r.get("reason", "")) for r in rows}
+
+
+@pytest.fixture
+def explicit_repository(example_repository: Path, tmp_path: Path) -> Path:
+    from build_repository import FRAUD_CONFIG, build_fraud
+
+    root = tmp_path / "repo"
+    shutil.copytree(example_repository / "fraud", root / "fraud")
+    (root / "spare").mkdir()
+    (root / "spare" / "config.pbtxt").write_text(
+        FRAUD_CONFIG.replace('name: "fraud"', 'name: "spare"').replace("latest { num_versions: 1 }", "all { }"))
+    build_fraud(root / "spare" / "1", seed=11)
+    build_fraud(root / "spare" / "2", seed=12)
+    return root
+
+
+def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path, tmp_path: Path) -> None:
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # The session's cluster already runs an HAProxy: this second one needs its own side ports.
     env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()))
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", "--repository", str(example_repository),
-             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            [sys.executable, "-m", "deployments.cli", "serve", "--repository", str(explicit_repository),
+             "--port", str(port), "--model-control-mode", "explicit", "--load-model", "fraud"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while "READY" not in log.read_text():
@@ -33,11 +69,54 @@ def test_serve_command_serves_and_stops_cleanly(example_repository: Path, tmp_pa
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
         text = log.read_text()
-        assert f"http://127.0.0.1:{port}/v2/models/fraud/infer" in text
-        assert "Ray dashboard    http" in text
-        body = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}]}
-        response = requests.post(f"http://127.0.0.1:{port}/v2/models/fraud/infer", json=body, timeout=30)
-        assert response.status_code == 200, response.text
+        assert f"{url}/v2/models/fraud/infer" in text and "Ray dashboard    http" in text
+        assert index(url) == {("fraud", "1"): ("READY", ""), ("spare", None): ("UNAVAILABLE", "unloaded")}
+        assert infer(url, "fraud").json()["model_version"] == "1"
+        assert infer(url, "spare").status_code == 503
+
+        # A new version on disk changes nothing until the API says so.
+        from build_repository import build_fraud
+
+        build_fraud(explicit_repository / "fraud" / "2", seed=5)
+        time.sleep(3)
+        assert infer(url, "fraud").json()["model_version"] == "1"
+        loaded = models_cli(url, "load", "fraud")
+        assert loaded.returncode == 0, loaded.stderr
+        assert infer(url, "fraud").json()["model_version"] == "2"
+
+        # version_policy all: both versions, each addressable; unloading the newest rolls back.
+        assert models_cli(url, "load", "spare").returncode == 0
+        assert requests.get(f"{url}/v2/models/spare", timeout=30).json()["versions"] == ["2", "1"]
+        assert infer(url, "spare", 1).json()["model_version"] == "1"
+        assert infer(url, "spare").json()["model_version"] == "2"
+        assert models_cli(url, "unload", "spare", "--version", "2").returncode == 0
+        assert infer(url, "spare").json()["model_version"] == "1"
+        assert infer(url, "spare", 2).status_code == 404
+
+        # A config given to the load API replaces config.pbtxt (Triton's parameters.config).
+        override = tmp_path / "spare.json"
+        override.write_text(json.dumps({
+            "name": "spare", "backend": "onnxruntime", "max_batch_size": 8,
+            "input": [{"name": "features", "data_type": "TYPE_FP32", "dims": [16]}],
+            "output": [{"name": "fraud_probability", "data_type": "TYPE_FP32", "dims": [1]}],
+            "version_policy": {"specific": {"versions": ["2"]}}}))
+        assert models_cli(url, "load", "spare", "--config", str(override)).returncode == 0
+        meta = requests.get(f"{url}/v2/models/spare", timeout=30).json()
+        assert meta["versions"] == ["2"] and meta["inputs"][0]["shape"] == [-1, 16]
+
+        assert models_cli(url, "unload", "fraud").returncode == 0
+        assert infer(url, "fraud").status_code == 503
+        assert index(url)[("fraud", None)] == ("UNAVAILABLE", "unloaded")
+        listed = models_cli(url, "list")
+        assert listed.returncode == 0 and "spare" in listed.stdout and "READY" in listed.stdout
+
+        missing = models_cli(url, "load", "nope")
+        assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+        bad = requests.post(f"{url}/v2/repository/models/spare/load",
+                            json={"parameters": {"config": '{"max_batch_size": "many"}'}}, timeout=60)
+        assert bad.status_code == 400 and "max_batch_size" in bad.json()["error"]
+        assert infer(url, "spare").status_code == 200, "a bad load request leaves the served model alone"
+
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0, log.read_text()[-3000:]
     finally:

@@ -1,0 +1,45 @@
+"""Start, find and stop the repository controller actor (driver side).
+
+The controller is a named, detached actor: it outlives the process that started it (``serve
+deploy`` style), Ray restarts it when it dies, and its calls are retried across a restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+from ray.actor import ActorHandle
+
+from deployments.controller import RepositoryController
+from deployments.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
+
+__all__ = ["start_controller", "get_controller", "stop_controller"]
+
+CONTROLLER_CPUS = 0.05
+
+
+def start_controller(repository: Path, mode: str = "poll", poll_secs: float = 1.0,
+                     load_models: list[str] | None = None, gpu: bool = False) -> ActorHandle:
+    """The running controller, or a new one for ``repository``; does not wait for the first load."""
+    actor = ray.remote(RepositoryController).options(
+        name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, lifetime="detached", get_if_exists=True,
+        max_restarts=-1, max_task_retries=-1, num_cpus=CONTROLLER_CPUS, max_concurrency=1000)
+    return actor.remote(str(repository), mode, poll_secs, list(load_models or []), gpu)
+
+
+def get_controller() -> ActorHandle:
+    """The controller of the connected Ray cluster.
+
+    Raises:
+        ValueError: no controller is running.
+    """
+    return ray.get_actor(CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE)
+
+
+def stop_controller() -> None:
+    """Kill the controller for good (the applications it started keep running)."""
+    try:
+        ray.kill(get_controller(), no_restart=True)
+    except ValueError:
+        pass

@@ -1,0 +1,259 @@
+"""Hot swaps under steady load, on the session's polling controller.
+
+Each test adds its own model folder (a copy of fraud) to the served repository, drives 20
+concurrent clients at it, changes the folder, and checks every reply: none failed, and after each
+flip only the new version answered (every version has its own weights, so its output tells which
+version computed it, not just the ``model_version`` field). Each test removes its model at the end,
+which is the "model folder removed -> unloaded" case.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import requests
+from ray import serve
+
+from bench.traffic import Reply, Traffic
+
+pytestmark = pytest.mark.integration
+
+ROW = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(1, 16)
+BODY = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": ROW.ravel().tolist()}]}
+CLIENTS = 20
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def config_for(name: str, **changes: str) -> str:
+    from build_repository import FRAUD_CONFIG
+
+    text = FRAUD_CONFIG.replace('name: "fraud"', f'name: "{name}"')
+    for old, new in changes.items():
+        text = text.replace(old, new)
+    return text
+
+
+def output_of(version_dir: Path) -> float:
+    import onnxruntime as ort
+
+    return float(ort.InferenceSession(str(version_dir / "model.onnx")).run(None, {"features": ROW})[0][0, 0])
+
+
+def write_version(model_dir: Path, version: int, seed: int, atomic: bool = False) -> float:
+    """Write a fraud model with ``seed`` weights as ``version``; returns its expected output for ROW.
+
+    Atomic: built in a hidden folder and renamed into place. Otherwise written where it lands, so the
+    controller sees the folder before its file is complete.
+    """
+    from build_repository import build_fraud
+
+    target = model_dir / str(version)
+    build_into = model_dir / f".building-{version}" if atomic else target
+    build_fraud(build_into, seed=seed)
+    expected = output_of(build_into)
+    if atomic:
+        os.rename(build_into, target)
+    return expected
+
+
+def version_apps(model: str) -> set[str]:
+    return {name for name in serve.status().applications if name.startswith(f"{model}:v")}
+
+
+def index_rows(url: str, model: str) -> list[dict]:
+    response = requests.post(f"{url}/v2/repository/index", timeout=30)
+    assert response.status_code == 200, response.text
+    return [row for row in response.json() if row["name"] == model]
+
+
+def first_reply(traffic: Traffic, version: int, after: float, timeout_s: float = 60) -> Reply:
+    def find() -> Reply | None:
+        return next((r for r in traffic.replies if r.version == str(version) and r.sent >= after), None)
+    return wait_for(find, timeout_s, f"a reply from version {version}")  # type: ignore[return-value]
+
+
+def check_replies(replies: list[Reply], expected: dict[int, float]) -> None:
+    failed = [r for r in replies if r.status != 200]
+    assert not failed, f"{len(failed)} of {len(replies)} requests failed, e.g. {failed[:3]}"
+    for reply in replies:
+        assert reply.value == pytest.approx(expected[int(reply.version)], abs=1e-5), reply
+
+
+def check_windows(replies: list[Reply], windows: list[tuple[int, float, float]]) -> None:
+    """Every request sent inside (version, from, to) was answered by that version."""
+    for version, start, end in windows:
+        inside = [r for r in replies if start <= r.sent < end]
+        wrong = [r for r in inside if r.version != str(version)]
+        assert inside and not wrong, f"version {version}: {len(wrong)} of {len(inside)} replies from another version"
+
+
+@pytest.fixture
+def new_model(served: dict) -> Iterator[Callable[..., Path]]:
+    """Add a model folder (fraud copy) and wait until it serves; removed (and checked gone) after."""
+    url, repository = served["url"], served["repository"]
+    created: list[Path] = []
+
+    def add(name: str, seed: int = 1, config: str | None = None) -> Path:
+        model_dir = repository / name
+        model_dir.mkdir()
+        (model_dir / "config.pbtxt").write_text(config or config_for(name))
+        write_version(model_dir, 1, seed, atomic=True)
+        created.append(model_dir)
+        wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 200,
+                 60, f"model {name} to serve")
+        # A new route makes Serve reload HAProxy, which can drop connections opened during the reload
+        # (Ray 2.60; version swaps never change routes). Let it finish before the steady load starts.
+        time.sleep(2)
+        return model_dir
+
+    yield add
+    for model_dir in created:
+        shutil.rmtree(model_dir)
+    for model_dir in created:
+        name = model_dir.name
+        wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 404,
+                 60, f"model {name} to be unloaded")
+        wait_for(lambda: not version_apps(name) and name not in serve.status().applications, 60,
+                 f"{name}'s applications to be deleted")
+
+
+def test_five_new_versions_and_two_removals_under_load(url: str, new_model: Callable[..., Path]) -> None:
+    model_dir = new_model("swap", seed=100)
+    expected = {1: output_of(model_dir / "1")}
+    traffic = Traffic(f"{url}/v2/models/swap/infer", BODY, CLIENTS).start()
+    events: list[tuple[int, float, float]] = []  # (version now serving, change made, first reply from it)
+    try:
+        time.sleep(1)
+        for version in range(2, 7):
+            change = time.monotonic()
+            expected[version] = write_version(model_dir, version, 100 + version, atomic=version % 2 == 0)
+            events.append((version, change, first_reply(traffic, version, change).received))
+            time.sleep(0.5)
+        for removed, back_to in ((6, 5), (5, 4)):  # rollback: the previous version serves again
+            change = time.monotonic()
+            shutil.rmtree(model_dir / str(removed))
+            events.append((back_to, change, first_reply(traffic, back_to, change).received))
+            time.sleep(0.5)
+    finally:
+        replies = traffic.stop()
+    print("swap seconds (change -> first reply):", [round(flip - change, 2) for _, change, flip in events])
+    check_replies(replies, expected)
+    ends = [change for _, change, _ in events[1:]] + [replies[-1].sent + 1]
+    check_windows(replies, [(version, flip, end) for (version, _, flip), end in zip(events, ends)])
+    assert len(expected) == 6 and len(set(expected.values())) == 6, "every version must compute differently"
+    wait_for(lambda: len(version_apps("swap")) == 1, 30, "removed versions' applications to be deleted")
+    assert [row["version"] for row in index_rows(url, "swap")] == ["4"]
+
+
+def test_corrupt_version_never_serves_and_is_retried_when_fixed(url: str, new_model: Callable[..., Path]) -> None:
+    model_dir = new_model("swapbad", seed=200)
+    expected = {1: output_of(model_dir / "1")}
+    traffic = Traffic(f"{url}/v2/models/swapbad/infer", BODY, CLIENTS).start()
+    try:
+        (model_dir / ".bad").mkdir()
+        (model_dir / ".bad" / "model.onnx").write_bytes(b"\x08\x01garbage, not a model")
+        os.rename(model_dir / ".bad", model_dir / "2")
+        rows = wait_for(lambda: [r for r in index_rows(url, "swapbad") if r.get("state") == "UNAVAILABLE"], 60,
+                        "the corrupt version to be reported")
+        assert rows[0]["version"] == "2" and "model.onnx" in rows[0]["reason"], rows
+        assert {r["version"]: r["state"] for r in index_rows(url, "swapbad")} == {"2": "UNAVAILABLE", "1": "READY"}
+        time.sleep(2)  # several polls: the same broken folder is not retried
+        assert len(version_apps("swapbad")) == 1
+        shutil.rmtree(model_dir / "2")
+        change = time.monotonic()
+        expected[2] = write_version(model_dir, 2, 201, atomic=True)
+        first_reply(traffic, 2, change)
+    finally:
+        replies = traffic.stop()
+    check_replies(replies, expected)
+    assert {r.version for r in replies if r.received < change} == {"1"}
+
+
+def test_config_changes_apply_in_place_or_swap(url: str, new_model: Callable[..., Path], served: dict) -> None:
+    no_batching = config_for("tune").replace("dynamic_batching { max_queue_delay_microseconds: 2000 }", "")
+    model_dir = new_model("tune", seed=300, config=no_batching)
+    expected = {1: output_of(model_dir / "1")}
+    [app] = version_apps("tune")
+
+    def replica_actors() -> set[str]:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        return {a["name"] for a in named if a["name"].startswith(f"SERVE_REPLICA::{app}#")}
+
+    def stats() -> dict:
+        return requests.get(f"{url}/v2/models/tune/stats", timeout=30).json()["1"]
+
+    before = replica_actors()
+    traffic = Traffic(f"{url}/v2/models/tune/infer", BODY, CLIENTS).start()
+    try:
+        time.sleep(1.5)
+        assert stats()["max_rows"] == 1, "without dynamic_batching every request runs alone"
+        (model_dir / "config.pbtxt").write_text(config_for("tune", **{"max_queue_delay_microseconds: 2000":
+                                                                      "max_queue_delay_microseconds: 20000"}))
+        wait_for(lambda: stats()["max_rows"] > 1, 30, "batches of more than one row after enabling batching")
+        (model_dir / "config.pbtxt").write_text(config_for("tune", **{"count: 1": "count: 2"}))
+        wait_for(lambda: len(replica_actors()) == 2, 60, "a second replica")
+        assert before < replica_actors() and version_apps("tune") == {app}, "changed in place: nothing restarted"
+        # max_batch_size changes what is loaded: a swap to a new application, under load.
+        (model_dir / "config.pbtxt").write_text(config_for("tune", **{"max_batch_size: 64": "max_batch_size: 32"}))
+        wait_for(lambda: version_apps("tune") and app not in version_apps("tune"), 60, "the swap to a new application")
+        meta = requests.get(f"{url}/v2/models/tune", timeout=30).json()
+        assert meta["versions"] == ["1"]
+    finally:
+        replies = traffic.stop()
+    check_replies(replies, expected)
+
+
+def test_controller_killed_mid_load_recovers_without_failures(url: str, new_model: Callable[..., Path],
+                                                              served: dict) -> None:
+    from deployments.control import get_controller
+
+    model_dir = new_model("restart", seed=400)
+    expected = {1: output_of(model_dir / "1")}
+    apps_before = set(serve.status().applications)
+    traffic = Traffic(f"{url}/v2/models/restart/infer", BODY, CLIENTS).start()
+    try:
+        time.sleep(0.5)
+        change = time.monotonic()
+        expected[2] = write_version(model_dir, 2, 401, atomic=True)
+        wait_for(lambda: any(name.startswith("restart:v2@") for name in serve.status().applications), 30,
+                 "version 2 to start loading")
+        seen_apps = set(serve.status().applications)
+        ray.kill(get_controller(), no_restart=False)
+        first_reply(traffic, 2, change, timeout_s=90)
+        time.sleep(1)
+        after = ray.get(get_controller().describe.remote(), timeout=60)
+    finally:
+        replies = traffic.stop()
+    check_replies(replies, expected)
+    v2 = {name for name in seen_apps if name.startswith("restart:v2@")}
+    assert after["applications"]["restart"] == sorted(v2), "the restarted controller adopted the loading version"
+    wait_for(lambda: version_apps("restart") == v2, 30, "version 1 removed, version 2 deployed once")
+    others = {name for name in apps_before if not name.startswith("restart")}
+    assert others <= set(serve.status().applications), "every other application kept running"
+    assert served["index"].keys() <= ray.get(get_controller().models.remote()).keys()
+
+
+def test_repository_api_is_refused_outside_explicit_mode(url: str) -> None:
+    response = requests.post(f"{url}/v2/repository/models/fraud/load", json={}, timeout=30)
+    assert response.status_code == 400 and "--model-control-mode=poll" in response.json()["error"]
+    response = requests.post(f"{url}/v2/repository/models/fraud/unload", json={}, timeout=30)
+    assert response.status_code == 400
+    assert requests.post(f"{url}/v2/models/fraud/infer", json=BODY, timeout=30).status_code == 200
+    extensions = requests.get(f"{url}/v2", timeout=30).json()["extensions"]
+    assert "model_repository" in extensions
