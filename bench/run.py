@@ -136,13 +136,14 @@ def measure_hops(model: str, seconds: float) -> list[dict]:
     from ray import serve
 
     from deployments.handles import get_model_handle
-    from deployments.names import VERSION_DEPLOYMENT, version_app
+    from deployments.names import VERSION_DEPLOYMENT, parse_version_app
 
     name, shape = INPUTS[model]
     row = {name: np.zeros((1, *shape), np.float32)}
+    [app] = [a for a in serve.status().applications if (parse_version_app(a) or ("", 0))[:2] == (model, 1)]
 
     async def run() -> list[dict]:
-        replica = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=version_app(model, 1))
+        replica = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app)
         endpoint = get_model_handle(model)
         hops = [("handle -> model replica (1 row, unbatched)", lambda: replica.infer_batch.remote(row)),
                 ("handle -> endpoint -> model replica (batched)", lambda: endpoint.infer.remote(row))]
@@ -159,18 +160,19 @@ def measure_hops(model: str, seconds: float) -> list[dict]:
     return asyncio.run(run())
 
 
-def start_serving(repository: Path, port: int) -> str:
+def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: float = 1.0) -> str:
+    """An embedded Ray + Serve with a repository controller, as ``infergrid serve`` starts them."""
     from deployments.cli import serve_environment
 
     serve_environment()
     import ray
     from ray import serve
 
-    from deployments.app import deploy_repository
+    from deployments.control import start_controller
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    index = deploy_repository(repository)
+    index = ray.get(start_controller(repository, mode, poll_secs).wait_started.remote())
     failed = {m: e["reason"] for m, e in index.items() if e["reason"]}
     if failed:
         raise SystemExit(f"models failed to load: {failed}")

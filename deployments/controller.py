@@ -553,12 +553,11 @@ class RepositoryController:
     async def _remove_model(self, m: _Model) -> None:
         """Unload a whole model: the endpoint first (so no request is routed), then its versions."""
         logger.info("model %s: unloading", m.name)
-        if m.endpoint:
+        had_endpoint, m.endpoint, m.routes = m.endpoint, False, []
+        self._notify(m.name)
+        if had_endpoint:
             await asyncio.to_thread(serve.delete, endpoint_app(m.name), _blocking=False)
             await asyncio.to_thread(apps.wait_until_deleted, [endpoint_app(m.name)], 120)
-            m.endpoint = False
-        m.routes = []
-        self._notify(m.name)
         self._watchers.pop(m.name, None)
         await self._delete_versions(m, list(m.apps))
         m.failed.clear()

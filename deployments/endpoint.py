@@ -24,7 +24,7 @@ from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, Servin
 from deployments.batching import BatchStats, split_outputs, stack_inputs
 from deployments.http import error_response, json_response
 from deployments.model import VersionInfo
-from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT
+from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT, model_route
 from deployments.protocol.v2 import (
     HEADER_LENGTH,
     decode_infer_request,
@@ -233,21 +233,32 @@ class ModelEndpoint:
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path[len(request.scope.get("root_path", "")):]
+        body = await request.body() if request.method == "POST" else b""
+        return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body)
+
+    async def http(self, method: str, path: str, header_length: str | None, body: bytes) -> tuple[int, dict, bytes]:
+        """The same HTTP API through a handle: for requests the server ingress received because the
+        proxy did not route ``/v2/models/{model}`` here yet (a model loaded a moment ago)."""
+        response = await self._respond(method, path, header_length, body)
+        return response.status_code, dict(response.headers), bytes(response.body)
+
+    async def _respond(self, method: str, path: str, header_length: str | None, body: bytes) -> Response:
         match = _PATH.match(path)
         try:
             if match is None:
-                raise ModelNotFound(f"no route {request.method} {request.url.path}")
-            return await self._dispatch(request, match.group("version"), match.group("action"))
+                raise ModelNotFound(f"no route {method} {model_route(self._model)}{path}")
+            return await self._dispatch(method, match.group("version"), match.group("action"), header_length, body)
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
             return error_response(exc, self._model)
 
-    async def _dispatch(self, request: Request, version: str | None, action: str | None) -> Response:
+    async def _dispatch(self, method: str, version: str | None, action: str | None, header_length: str | None,
+                        body: bytes) -> Response:
         if action == "/infer":
-            if request.method != "POST":
+            if method != "POST":
                 return json_response({"error": "use POST for infer"}, 405)
-            return await self._http_infer(request, version)
-        if request.method != "GET":
-            return json_response({"error": f"{request.method} is not allowed here"}, 405)
+            return await self._http_infer(header_length, body, version)
+        if method != "GET":
+            return json_response({"error": f"{method} is not allowed here"}, 405)
         if action == "/ready":
             ready = await self.ready(version)
             return json_response({"name": self._model, "ready": ready}, 200 if ready else 503)
@@ -255,13 +266,12 @@ class ModelEndpoint:
             return json_response(await self.stats())
         return json_response(await self.metadata(version))
 
-    async def _http_infer(self, request: Request, version: str | None) -> Response:
-        header_length = request.headers.get(HEADER_LENGTH)
+    async def _http_infer(self, header_length: str | None, payload: bytes, version: str | None) -> Response:
         try:
             length = int(header_length) if header_length is not None else None
         except ValueError:
             raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
-        infer_request = decode_infer_request(await request.body(), length)
+        infer_request = decode_infer_request(payload, length)
         answered_by, outputs = await self._infer(infer_request.inputs, version)
         body, json_length = encode_infer_response(infer_request, self._model, str(answered_by), outputs)
         if json_length is None:

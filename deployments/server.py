@@ -20,7 +20,8 @@ from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
 from deployments.http import error_response, json_response
-from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app
+from deployments.protocol.v2 import HEADER_LENGTH
+from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
 
 __all__ = ["ServerIngress", "server_version"]
 
@@ -126,6 +127,17 @@ class ServerIngress:
             await self._call("unload", model, version)
         return json_response({})
 
+    async def _forward(self, request: Request, model: str) -> Response:
+        """The model's endpoint is up but the proxy does not route to it yet (Serve updates routes a
+        moment after an application starts): hand the request to the endpoint through its handle."""
+        handle = serve.get_deployment_handle(ENDPOINT_DEPLOYMENT, app_name=endpoint_app(model))
+        path = request.url.path[len(model_route(model)):]
+        body = await request.body() if request.method == "POST" else b""
+        status, headers, payload = await handle.http.remote(request.method, path,
+                                                            request.headers.get(HEADER_LENGTH),
+                                                            body)
+        return Response(payload, status_code=status, headers=headers)
+
     async def __call__(self, request: Request) -> Response:
         try:
             return await self._dispatch(request, request.url.path.rstrip("/") or "/")
@@ -150,6 +162,8 @@ class ServerIngress:
         if match:
             model = match.group("model")
             entry = (await self._index()).get(model)
+            if entry and entry.get("endpoint"):
+                return await self._forward(request, model)
             if entry and entry.get("reason"):
                 raise ModelNotReady(f"model {model!r} is unavailable: {entry['reason']}")
             if entry:

@@ -54,8 +54,12 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # The session's cluster already runs an HAProxy: this second one needs its own side ports.
-    env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()))
+    # The session's cluster already runs an HAProxy: this second one needs its own side ports, and its
+    # replicas their own port range (Serve binds them with SO_REUSEPORT: two clusters on one range
+    # would share each other's connections).
+    env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
+               RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT="31000", RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT="32000",
+               RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT="41000", RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT="42000")
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
