@@ -58,13 +58,18 @@ class Traffic:
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._connections, self._timeout_s = connections, timeout_s
         self._replies: list[Reply] = []
+        self._first: dict[str, Reply] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def replies(self) -> list[Reply]:
-        """Replies so far (a snapshot)."""
+        """Replies so far (a snapshot: a copy, so not for tight loops)."""
         return list(self._replies)
+
+    def first_from(self, version: int | str) -> Reply | None:
+        """The first successful reply ``version`` computed, if any yet (cheap: for polling)."""
+        return self._first.get(str(version))
 
     def start(self) -> "Traffic":
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True, name="traffic")
@@ -90,7 +95,10 @@ class Traffic:
                     reader, writer = await asyncio.open_connection(self._host, self._port)
                 writer.write(self._request)
                 status, body = await asyncio.wait_for(self._response(reader), self._timeout_s)
-                self._replies.append(self._parse(sent, status, body))
+                reply = self._parse(sent, status, body)
+                self._replies.append(reply)
+                if reply.version is not None:
+                    self._first.setdefault(reply.version, reply)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
                 self._replies.append(Reply(sent, time.monotonic(), 0, None, None, f"{type(exc).__name__}: {exc}"))
                 if writer is not None:

@@ -29,8 +29,7 @@ from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
-           "start_applications", "application_states", "running_replicas", "wait_for_applications",
-           "wait_until_deleted", "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
+           "start_applications", "application_states", "running_replicas", "settled", "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
 
 logger = logging.getLogger("infergrid")
 
@@ -156,34 +155,12 @@ def running_replicas(app_name: str, deployment: str) -> int:
     return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
-def wait_for_applications(names: list[str], timeout_s: float, poll_s: float = 0.1) -> dict[str, str]:
-    """Wait until each application is RUNNING or failed; returns {name: failure reason}."""
-    deadline = time.monotonic() + timeout_s
-    pending, failures = set(names), {}
-    while pending and time.monotonic() < deadline:
-        states = application_states()
-        for name in list(pending):
-            status, message = states.get(name, ("MISSING", ""))
-            if status == "RUNNING":
-                pending.discard(name)
-            elif status in ("DEPLOY_FAILED", "UNHEALTHY"):
-                failures[name] = message or status
-                pending.discard(name)
-        if pending:
-            time.sleep(poll_s)
-    failures.update({name: f"not running after {timeout_s:.0f} s" for name in pending})
-    return failures
-
-
-def wait_until_deleted(names: list[str], timeout_s: float, poll_s: float = 0.2) -> list[str]:
-    """Wait until the applications are gone; returns those still present at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    remaining = set(names)
-    while remaining and time.monotonic() < deadline:
-        remaining &= set(serve.status().applications)
-        if remaining:
-            time.sleep(poll_s)
-    return sorted(remaining)
+def settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
+    """Of ``names``: those running, and those failed with their reason (the rest are still starting)."""
+    running = {name for name in names if states.get(name, ("",))[0] == "RUNNING"}
+    failed = {name: states[name][1] or states[name][0] for name in names
+              if states.get(name, ("",))[0] in ("DEPLOY_FAILED", "UNHEALTHY")}
+    return running, failed
 
 
 # --- builders for a Serve config file (``serve deploy``); each takes the file's ``args`` ---

@@ -31,6 +31,10 @@ PERFORMANCE_ENV = {
     "RAY_worker_niceness": "0",
     # Batches travel endpoint -> model over gRPC; its 4 MiB default is under 8 ResNet-50 images.
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(1 << 30),
+    # Every Serve application's first deployment counts as an ingress, so a swapped-out version's
+    # replica would hold its CPUs, memory and GPU for Serve's 30 s load-balancer drain; HAProxy
+    # drops a removed replica within a second of its reload.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
 }
 
 

@@ -20,8 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from ray import serve
 
@@ -54,6 +57,8 @@ WATCH_TIMEOUT_S = 10.0  # a long-poll answers at least this often, so replicas n
 ACK_TIMEOUT_S = 20.0  # how long a swap waits for every endpoint replica to apply a new table
 DRAIN_GRACE_S = 0.5  # after the acks: requests routed just before them reach the old version's replicas
 LOAD_TIMEOUT_S = 300.0
+STATUS_POLL_S = 0.1
+T = TypeVar("T")
 READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
 
 
@@ -111,12 +116,46 @@ class RepositoryController:
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, dict[str, tuple[str | None, float]]] = {}
+        self._serve_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-calls")
         self._syncing: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
         self._events = FileEvents.open() if mode == "poll" else None
         self._started = asyncio.Event()
         self._start_error: str | None = None
         self._main = asyncio.get_running_loop().create_task(self._run())
+
+    # --- Serve calls ------------------------------------------------------------------------
+
+    async def _serve(self, call: Callable[[], T]) -> T:
+        """Run a Serve API call (building an application counts) on this actor's one Serve thread.
+
+        Off the event loop, so watchers and the API stay responsive; one thread, because Serve's
+        deploy path registers modules for pickling in a process-wide table without a lock.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._serve_thread, call)
+
+    async def _wait_running(self, names: list[str], timeout_s: float = LOAD_TIMEOUT_S) -> dict[str, str]:
+        """Wait until each application runs or fails; returns {name: failure reason}."""
+        deadline = time.monotonic() + timeout_s
+        pending, failures = set(names), {}
+        while pending and time.monotonic() < deadline:
+            running, failed = apps.settled(pending, await self._serve(apps.application_states))
+            failures.update(failed)
+            pending -= running | set(failed)
+            if pending:
+                await asyncio.sleep(STATUS_POLL_S)
+        failures.update({name: f"not running after {timeout_s:.0f} s" for name in pending})
+        return failures
+
+    async def _wait_deleted(self, names: list[str], timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not set(names) & set(await self._serve(apps.application_states)):
+                return
+            await asyncio.sleep(STATUS_POLL_S)
+
+    async def _delete(self, name: str) -> None:
+        await self._serve(lambda: serve.delete(name, _blocking=False))
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -222,21 +261,21 @@ class RepositoryController:
 
     async def _adopt_running(self) -> None:
         """Rebuild state from running applications (after a restart of this actor)."""
-        states = await asyncio.to_thread(apps.application_states)
+        states = await self._serve(apps.application_states)
         for name, (status, _) in states.items():
             parsed = parse_version_app(name)
             if parsed and parsed[2]:
                 model, version, tag = parsed
                 entry = self._model(model)
                 entry.wanted = True
-                entry.apps[name] = _Version(version, name, tag, READY if status == "RUNNING" else LOADING,
-                                            await asyncio.to_thread(apps.running_replicas, name, VERSION_DEPLOYMENT))
+                replicas = await self._serve(lambda name=name: apps.running_replicas(name, VERSION_DEPLOYMENT))
+                entry.apps[name] = _Version(version, name, tag, READY if status == "RUNNING" else LOADING, replicas)
             elif name != SERVER_APP and parse_version_app(name) is None and MODEL_NAME.match(name):
                 self._model(name).endpoint = True
         for model in self._models.values():
             loading = [v for v in model.apps.values() if v.state == LOADING]
             if loading:  # a load this actor was doing when it died: finish waiting for it
-                failures = await asyncio.to_thread(apps.wait_for_applications, [v.app for v in loading], LOAD_TIMEOUT_S)
+                failures = await self._wait_running([v.app for v in loading])
                 for v in loading:
                     v.state = UNAVAILABLE if v.app in failures else READY
             if model.endpoint:
@@ -251,11 +290,11 @@ class RepositoryController:
                         {m.name: sorted(m.apps) for m in self._models.values()})
 
     async def _ensure_server_app(self) -> None:
-        states = await asyncio.to_thread(apps.application_states)
+        states = await self._serve(apps.application_states)
         if states.get(SERVER_APP, ("",))[0] != "RUNNING":
-            spec = apps.AppSpec(SERVER_APP, apps.server_application({}, CONTROLLER_NAME), "/")
-            await asyncio.to_thread(apps.start_applications, [spec])
-            failures = await asyncio.to_thread(apps.wait_for_applications, [SERVER_APP], 120)
+            await self._serve(lambda: apps.start_applications(
+                [apps.AppSpec(SERVER_APP, apps.server_application({}, CONTROLLER_NAME), "/")]))
+            failures = await self._wait_running([SERVER_APP], 120)
             if failures:
                 raise RuntimeError(f"server application failed: {failures[SERVER_APP]}")
 
@@ -445,21 +484,23 @@ class RepositoryController:
 
     async def _load_versions(self, m: _Model, entry: ModelEntry, to_load: dict[int, str]) -> None:
         """Deploy versions beside what serves, wait for them, warm each through Serve."""
-        specs = []
+        names = []
         for version, tag in to_load.items():
             name = version_app(m.name, version, tag)
             m.apps[name] = _Version(version, name, tag, LOADING, self._replica_count(entry.config))
-            specs.append(apps.AppSpec(name, apps.version_application(entry, version, self._gpu, tag), None))
+            names.append(name)
             logger.info("model %s: loading version %d as %s", m.name, version, name)
         started = time.monotonic()
         try:
-            await asyncio.to_thread(apps.start_applications, specs)
-            failures = await asyncio.to_thread(apps.wait_for_applications, [s.name for s in specs], LOAD_TIMEOUT_S)
+            await self._serve(lambda: apps.start_applications(
+                [apps.AppSpec(version_app(m.name, v, tag), apps.version_application(entry, v, self._gpu, tag), None)
+                 for v, tag in to_load.items()]))
+            failures = await self._wait_running(names)
         except Exception as exc:  # noqa: BLE001 - e.g. an argument Serve cannot serialise
-            failures = {s.name: f"{type(exc).__name__}: {exc}" for s in specs}
-        for spec in specs:
-            v = m.apps[spec.name]
-            reason = failures.get(spec.name) or await self._warm(spec.name)
+            failures = {name: f"{type(exc).__name__}: {exc}" for name in names}
+        for name in names:
+            v = m.apps[name]
+            reason = failures.get(name) or await self._warm(name)
             if reason:
                 logger.error("model %s: version %d failed to load: %s", m.name, v.version, reason)
                 m.failed[v.version] = (v.tag, reason)
@@ -496,8 +537,8 @@ class RepositoryController:
             if entry is None or entry.error:
                 return
             logger.info("model %s: version %d replicas %d -> %d", m.name, version, v.replicas, count)
-            spec = apps.AppSpec(v.app, apps.version_application(entry, version, self._gpu, tag), None)
-            await asyncio.to_thread(apps.start_applications, [spec])
+            await self._serve(lambda v=v, version=version, tag=tag: apps.start_applications(
+                [apps.AppSpec(v.app, apps.version_application(entry, version, self._gpu, tag), None)]))
             v.replicas = count
 
     async def _publish(self, m: _Model, routes: list[dict], config: ModelConfig) -> None:
@@ -507,12 +548,11 @@ class RepositoryController:
             return
         if not m.endpoint or replicas != m.endpoint_replicas:
             m.routes = routes
-            spec = apps.AppSpec(endpoint_app(m.name), apps.endpoint_application(
-                m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME), model_route(m.name))
-            await asyncio.to_thread(apps.start_applications, [spec])
-            failures = await asyncio.to_thread(apps.wait_for_applications, [spec.name], LOAD_TIMEOUT_S)
+            await self._serve(lambda: apps.start_applications([apps.AppSpec(endpoint_app(m.name), apps.endpoint_application(
+                m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME), model_route(m.name))]))
+            failures = await self._wait_running([endpoint_app(m.name)])
             if failures:
-                logger.error("model %s: endpoint failed: %s", m.name, failures[spec.name])
+                logger.error("model %s: endpoint failed: %s", m.name, failures[endpoint_app(m.name)])
                 return
             m.endpoint, m.endpoint_replicas = True, replicas
             self._notify(m.name)
@@ -531,7 +571,7 @@ class RepositoryController:
 
     async def _await_acks(self, model: str, token: str) -> bool:
         """Wait until every running endpoint replica of ``model`` reported ``token``."""
-        expected = await asyncio.to_thread(apps.running_replicas, endpoint_app(model), ENDPOINT_DEPLOYMENT)
+        expected = await self._serve(lambda: apps.running_replicas(endpoint_app(model), ENDPOINT_DEPLOYMENT))
         deadline = time.monotonic() + ACK_TIMEOUT_S
         while time.monotonic() < deadline:
             watchers = self._watchers.get(model, {})
@@ -547,7 +587,7 @@ class RepositoryController:
         await asyncio.sleep(DRAIN_GRACE_S)
         for name in names:
             logger.info("model %s: removing %s", m.name, name)
-            await asyncio.to_thread(serve.delete, name, _blocking=False)
+            await self._delete(name)
             m.apps.pop(name, None)
 
     async def _remove_model(self, m: _Model) -> None:
@@ -556,8 +596,8 @@ class RepositoryController:
         had_endpoint, m.endpoint, m.routes = m.endpoint, False, []
         self._notify(m.name)
         if had_endpoint:
-            await asyncio.to_thread(serve.delete, endpoint_app(m.name), _blocking=False)
-            await asyncio.to_thread(apps.wait_until_deleted, [endpoint_app(m.name)], 120)
+            await self._delete(endpoint_app(m.name))
+            await self._wait_deleted([endpoint_app(m.name)])
         self._watchers.pop(m.name, None)
         await self._delete_versions(m, list(m.apps))
         m.failed.clear()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from backends.model_config import ModelConfig, VersionPolicy
+from backends.model_config import InstanceGroup, ModelConfig, VersionPolicy
 
 __all__ = ["FolderState", "folder_state", "CompletionTracker", "load_identity"]
 
@@ -99,7 +99,8 @@ def load_identity(config: ModelConfig, files: FolderState) -> str:
     and replica counts), so they are left out; anything else in the config means a new load.
     """
     loaded = replace(config, dynamic_batching=None,
-                     instance_group=tuple(replace(g, count=1) for g in config.instance_group),
+                     instance_group=tuple(sorted({replace(g, count=1) for g in config.instance_group}
+                                                 or {InstanceGroup()}, key=repr)),
                      version_policy=VersionPolicy(), warnings=())
     digest = hashlib.sha1(repr(loaded).encode())
     digest.update(files.digest.encode())

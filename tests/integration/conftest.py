@@ -26,8 +26,8 @@ def free_port() -> int:
 
 
 POLL_SECS = 0.5
-serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
 # HAProxy's stats and Prometheus ports default to 8404 and 9101: never collide with anything running.
 os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
 os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
@@ -103,6 +103,7 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
     index = ray.get(controller.wait_started.remote(), timeout=300)
     failed = {name for name, entry in index.items() if entry["reason"]}
     assert failed == {"broken", "corrupt"}, {name: index[name]["reason"] for name in failed}
+    assert all(entry["endpoint"] for name, entry in index.items() if name not in failed), index
     return {"url": ray_cluster, "index": index, "repository": test_repository, "controller": controller}
 
 

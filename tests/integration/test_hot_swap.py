@@ -83,8 +83,12 @@ def index_rows(url: str, model: str) -> list[dict]:
 
 
 def first_reply(traffic: Traffic, version: int, after: float, timeout_s: float = 60) -> Reply:
+    """The first reply from ``version`` sent after ``after`` (a rolled-back version answered before)."""
     def find() -> Reply | None:
-        return next((r for r in traffic.replies if r.version == str(version) and r.sent >= after), None)
+        first = traffic.first_from(version)
+        if first is None or first.sent >= after:
+            return first
+        return next((r for r in reversed(traffic.replies) if r.version == str(version) and r.sent >= after), None)
     return wait_for(find, timeout_s, f"a reply from version {version}")  # type: ignore[return-value]
 
 

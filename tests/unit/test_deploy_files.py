@@ -29,3 +29,19 @@ def test_example_serve_config_is_what_infergrid_config_writes(example_repository
     generated = repository_serve_config(example_repository, host="0.0.0.0", port=8000)
     assert [a["name"] for a in committed["applications"]] == [a["name"] for a in generated["applications"]]
     assert [a["import_path"] for a in committed["applications"]] == [a["import_path"] for a in generated["applications"]]
+    for mine, theirs in zip(committed["applications"], generated["applications"]):
+        assert {k: v for k, v in mine["args"].items() if k != "repository"} == \
+               {k: v for k, v in theirs["args"].items() if k != "repository"}
+
+
+def test_cluster_nodes_start_ray_with_the_settings_infergrid_serve_uses() -> None:
+    import yaml
+
+    from deployments.cli import PERFORMANCE_ENV
+
+    cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        text = " ".join(cluster[key])
+        missing = [f"{name}={value}" for name, value in PERFORMANCE_ENV.items()
+                   if name != "RAY_USAGE_STATS_ENABLED" and f"{name}={value}" not in text]
+        assert not missing, f"{key} lacks {missing}"
