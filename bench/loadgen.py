@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bench.traffic import read_response
+
 __all__ = ["run_load"]
 
 
@@ -30,18 +32,6 @@ def _request_bytes(url: str, body: bytes, header_length: int | None) -> tuple[st
     return parts.hostname or "127.0.0.1", parts.port or 80, ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return status
-
-
 async def _connection(host: str, port: int, request: bytes, stop_at: float, latencies: list[float],
                       errors: list[int], timeout_s: float) -> None:
     reader = writer = None
@@ -51,7 +41,7 @@ async def _connection(host: str, port: int, request: bytes, stop_at: float, late
                 reader, writer = await asyncio.open_connection(host, port)
             start = time.perf_counter()
             writer.write(request)
-            status = await asyncio.wait_for(_read_response(reader), timeout_s)
+            status, _ = await asyncio.wait_for(read_response(reader), timeout_s)
             if status == 200:
                 latencies.append(time.perf_counter() - start)
             else:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Reply", "Traffic", "percentile"]
+__all__ = ["Reply", "Traffic", "percentile", "read_response"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,16 @@ class Reply:
     @property
     def latency_ms(self) -> float:
         return (self.received - self.sent) * 1000
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length body: (status, body)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status, length = int(head[9:12]), 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, (await reader.readexactly(length)) if length else b""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,7 +104,7 @@ class Traffic:
                 if writer is None:
                     reader, writer = await asyncio.open_connection(self._host, self._port)
                 writer.write(self._request)
-                status, body = await asyncio.wait_for(self._response(reader), self._timeout_s)
+                status, body = await asyncio.wait_for(read_response(reader), self._timeout_s)
                 reply = self._parse(sent, status, body)
                 self._replies.append(reply)
                 if reply.version is not None:
@@ -107,15 +117,6 @@ class Traffic:
                 await asyncio.sleep(0.05)
         if writer is not None:
             writer.close()
-
-    @staticmethod
-    async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        head = await reader.readuntil(b"\r\n\r\n")
-        status, length = int(head[9:12]), 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        return status, (await reader.readexactly(length)) if length else b""
 
     @staticmethod
     def _parse(sent: float, status: int, body: bytes) -> Reply:

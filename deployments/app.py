@@ -25,11 +25,12 @@ from ray.serve import Application
 from backends.model_config import ModelConfig
 from deployments.endpoint import ModelEndpoint
 from deployments.model import ModelVersion
+from deployments.names import ENDPOINT_DEPLOYMENT
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
-           "start_applications", "application_states", "running_replicas", "settled", "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
+           "start_applications", "application_states", "endpoint_applications", "running_replicas", "settled", "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
 
 logger = logging.getLogger("infergrid")
 
@@ -145,6 +146,11 @@ def application_states() -> dict[str, tuple[str, str]]:
             message = failure_reason("; ".join(d.message for d in app.deployments.values() if d.message) or app.message)
         states[name] = (getattr(app.status, "value", str(app.status)), message)
     return states
+
+
+def endpoint_applications() -> set[str]:
+    """Applications that hold an ``endpoint`` deployment (model endpoints; never a user's own app)."""
+    return {name for name, app in serve.status().applications.items() if ENDPOINT_DEPLOYMENT in app.deployments}
 
 
 def running_replicas(app_name: str, deployment: str) -> int:

@@ -262,6 +262,7 @@ class RepositoryController:
     async def _adopt_running(self) -> None:
         """Rebuild state from running applications (after a restart of this actor)."""
         states = await self._serve(apps.application_states)
+        endpoints = await self._serve(apps.endpoint_applications)
         for name, (status, _) in states.items():
             parsed = parse_version_app(name)
             if parsed and parsed[2]:
@@ -270,7 +271,7 @@ class RepositoryController:
                 entry.wanted = True
                 replicas = await self._serve(lambda name=name: apps.running_replicas(name, VERSION_DEPLOYMENT))
                 entry.apps[name] = _Version(version, name, tag, READY if status == "RUNNING" else LOADING, replicas)
-            elif name != SERVER_APP and parse_version_app(name) is None and MODEL_NAME.match(name):
+            elif name in endpoints and MODEL_NAME.match(name):
                 self._model(name).endpoint = True
         for model in self._models.values():
             loading = [v for v in model.apps.values() if v.state == LOADING]

@@ -229,6 +229,15 @@ def test_controller_killed_mid_load_recovers_without_failures(url: str, new_mode
 
     model_dir = new_model("restart", seed=400)
     expected = {1: output_of(model_dir / "1")}
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.05})
+    class Bystander:
+        def __call__(self) -> str:
+            return "not a model"
+
+    # Someone else's application, with a name that could be a model's: the restarted controller
+    # must not adopt it, and so never unloads it.
+    serve.run(Bystander.bind(), name="bystander", route_prefix=None)
     apps_before = set(serve.status().applications)
     traffic = Traffic(f"{url}/v2/models/restart/infer", BODY, CLIENTS).start()
     try:
@@ -252,6 +261,10 @@ def test_controller_killed_mid_load_recovers_without_failures(url: str, new_mode
     others = {name for name in apps_before if not name.startswith("restart")}
     assert others <= set(serve.status().applications), "every other application kept running"
     assert served["index"].keys() <= ray.get(get_controller().models.remote()).keys()
+    time.sleep(2)  # a few polls of the restarted controller
+    assert "bystander" in serve.status().applications
+    assert "bystander" not in ray.get(get_controller().models.remote())
+    serve.delete("bystander")
 
 
 def test_repository_api_is_refused_outside_explicit_mode(url: str) -> None:
