@@ -575,7 +575,10 @@ class RepositoryController:
         expected = await self._serve(lambda: apps.running_replicas(endpoint_app(model), ENDPOINT_DEPLOYMENT))
         deadline = time.monotonic() + ACK_TIMEOUT_S
         while time.monotonic() < deadline:
-            watchers = self._watchers.get(model, {})
+            # A live replica calls at least every WATCH_TIMEOUT_S; older entries are replicas that are gone.
+            now = time.monotonic()
+            watchers = {r: w for r, w in self._watchers.get(model, {}).items() if now - w[1] < 3 * WATCH_TIMEOUT_S}
+            self._watchers[model] = watchers
             if sum(1 for t, _ in watchers.values() if t == token) >= expected:
                 return True
             await asyncio.sleep(0.02)
