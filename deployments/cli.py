@@ -88,6 +88,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     embedded, dashboard = _start_ray(args.host, args.port)
     controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available())
+    running = ray.get(controller.describe.remote())
+    if (running["repository"], running["mode"]) != (str(repository), args.model_control_mode):
+        print(f"infergrid: this cluster already runs a controller for {running['repository']} "
+              f"(mode {running['mode']}); serving that", file=sys.stderr)
     models = ray.get(controller.wait_started.remote())
     base = f"http://{args.host}:{args.port}"
     print(f"infergrid serving {repository} (model control mode: {args.model_control_mode})", flush=True)
