@@ -26,7 +26,8 @@ __all__ = ["ModelVersion", "VersionInfo", "warmup_inputs", "batch_settings"]
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """What the endpoint needs to know about a loaded version."""
+    """What the endpoint needs to know about a loaded version (its batching comes from the routing
+    table, which can change while the version runs)."""
 
     model: str
     version: int
@@ -34,13 +35,6 @@ class VersionInfo:
     signature: ModelSignature
     max_batch_size: int
     device: str
-    batch_rows: int = 0
-    queue_delay_us: int = 0
-
-    @property
-    def dynamic_batching(self) -> bool:
-        """True when the endpoint should combine requests (Triton: a ``dynamic_batching`` block)."""
-        return self.batch_rows > 0
 
     @property
     def triton_platform(self) -> str:
@@ -96,7 +90,7 @@ class ModelVersion:
         except ServingError as exc:
             raise BackendLoadError(f"{model} version {version}: warm-up inference failed: {exc}") from exc
         self._info = VersionInfo(model, version, config.platform, self._backend.signature, config.max_batch_size,
-                                 device, *batch_settings(config))
+                                 device)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
 
     async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
