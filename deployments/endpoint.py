@@ -39,6 +39,7 @@ __all__ = ["ModelEndpoint"]
 _PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats)?/?$")
 _DESCRIBE_TIMEOUT_S = 30.0
 _RETRY_S = 0.5
+_RETIRE_AFTER_S = 30.0  # a dropped version's handle is closed this long after the switch
 logger = logging.getLogger("infergrid")
 
 
@@ -81,6 +82,15 @@ class _VersionRoute:
         else:  # in place: rows already queued stay queued
             self._submit.set_max_batch_size(rows)
             self._submit.set_batch_wait_timeout_s(delay_s)
+
+    async def retire(self, after_s: float) -> None:
+        """Release the handle's router once requests routed before the switch have long finished."""
+        await asyncio.sleep(after_s)
+        try:
+            await self.handle.shutdown_async()
+            logger.debug("released the handle of %s", self.route.app)
+        except Exception as exc:  # noqa: BLE001 - best effort: the application may be gone already
+            logger.debug("closing the handle of %s: %s", self.route.app, exc)
 
     def update(self, route: Route) -> None:
         """New batching settings for the same application, applied without dropping queued rows."""
@@ -133,6 +143,7 @@ class ModelEndpoint:
         self._order: list[int] = []
         self._token: str | None = None
         self._apply_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task] = set()
         self._watch_task = None
         if controller:
             replica = serve.get_replica_context().replica_id.unique_id
@@ -156,9 +167,14 @@ class ModelEndpoint:
             fresh = [r for r in routes.values() if r.info is None]
             # Prepare before switching: unversioned requests must never meet a route that cannot answer.
             await asyncio.gather(*(r.describe() for r in fresh), return_exceptions=True)
+            dropped = [r for v, r in self._routes.items() if routes.get(v) is not r]
             self._routes = routes
             self._order = sorted(routes, reverse=True)
             self._token = routes_token([r.to_dict() for r in table])
+        for route in dropped:  # one per swap: without this each would keep a router alive for good
+            task = asyncio.get_running_loop().create_task(route.retire(_RETIRE_AFTER_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def _follow(self, controller_name: str, replica: str) -> None:
         """Long-poll the controller for this model's table, for the replica's lifetime."""

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
     env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
                RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT="31000", RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT="32000",
                RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT="41000", RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT="42000")
+    # ... and its own HAProxy files: the server-state file (default /tmp/haproxy-serve/server-state) is
+    # loaded at every reload, and another cluster's backends of the same name would take its addresses.
+    haproxy = Path(tempfile.mkdtemp(prefix="igh-"))  # short: Unix socket paths are limited to 108 bytes
+    env.update(RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(haproxy),
+               RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(haproxy / "server-state"),
+               RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(haproxy / "haproxy.cfg"),
+               RAY_SERVE_HAPROXY_SOCKET_PATH=str(haproxy / "admin.sock"),
+               RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(haproxy / "metrics.sock"))
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -90,7 +99,8 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
 
         # version_policy all: both versions, each addressable; unloading the newest rolls back.
         assert models_cli(url, "load", "spare").returncode == 0
-        assert requests.get(f"{url}/v2/models/spare", timeout=30).json()["versions"] == ["2", "1"]
+        meta = requests.get(f"{url}/v2/models/spare", timeout=30)
+        assert meta.status_code == 200 and meta.json()["versions"] == ["2", "1"], meta.text
         assert infer(url, "spare", 1).json()["model_version"] == "1"
         assert infer(url, "spare").json()["model_version"] == "2"
         assert models_cli(url, "unload", "spare", "--version", "2").returncode == 0
