@@ -1,5 +1,10 @@
 """``infergrid serve`` as a user runs it (its own embedded Ray, clean SIGTERM), in explicit model control
-mode, driven by ``infergrid models list|load|unload``: only the API changes what is served."""
+mode, driven by ``infergrid models list|load|unload``: only the API changes what is served.
+
+Named to run first, before the session's shared cluster starts: two Serve clusters on one host can
+cross-wire (a request to this cluster's port answered by the other's server app), even with separate
+replica port ranges and HAProxy files below.
+"""
 
 from __future__ import annotations
 
