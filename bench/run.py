@@ -172,7 +172,8 @@ def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: fl
 
     from deployments.cli import EMBEDDED_LOGICAL_CPUS
 
-    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS), include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS), include_dashboard=False,
+             log_to_driver=False, _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     index = ray.get(start_controller(repository, mode, poll_secs).wait_started.remote())
     failed = {m: e["reason"] for m, e in index.items() if e["reason"]}

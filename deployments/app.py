@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
-           "start_applications", "application_states", "endpoint_applications", "running_replicas", "settled", "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
+           "start_applications", "application_states", "endpoint_applications", "running_replicas", "settled",
+           "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
 
 logger = logging.getLogger("infergrid")
 

@@ -139,7 +139,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         status, rows = _repository_request(args.url, "/v2/repository/index")
         if status == 200:
             for row in rows:  # type: ignore[union-attr]
-                print(f"{row['name']:<20} {row.get('version', '-'):>8}  {row.get('state', ''):<12} {row.get('reason', '')}")
+                print(f"{row['name']:<20} {row.get('version', '-'):>8}  {row.get('state', ''):<12} "
+                      f"{row.get('reason', '')}")
             return 0
     else:
         if not args.name:
@@ -155,7 +156,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         if status == 200:
             print(f"{args.action}ed {args.name}")
             return 0
-    print(f"infergrid models {args.action}: HTTP {status}: {rows.get('error', rows)}", file=sys.stderr)  # type: ignore[union-attr]
+    message = rows.get("error", rows) if isinstance(rows, dict) else rows
+    print(f"infergrid models {args.action}: HTTP {status}: {message}", file=sys.stderr)
     return 1
 
 

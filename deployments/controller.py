@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from ray import serve
 
-from backends.errors import ConfigError, ModelNotFound, RepositoryError
+from backends.errors import ModelNotFound, RepositoryError
 from backends.model_config import ModelConfig
 from deployments import app as apps
 from deployments.model import warmup_inputs
@@ -87,6 +87,7 @@ class _Model:
     wanted: bool = True  # explicit mode: loaded through the API
     override: ModelConfig | None = None  # explicit mode: config given to the load API
     unloaded_versions: set[int] = field(default_factory=set)
+    warned: set[str] = field(default_factory=set)  # config warnings already logged
 
     def ready(self, version: int, tag: str) -> _Version | None:
         return next((v for v in self.apps.values()
@@ -453,8 +454,9 @@ class RepositoryController:
         config = entry.config
         assert config is not None
         m.reason = ""
-        for warning in config.warnings:
-            logger.debug("%s", warning)
+        for warning in sorted(set(config.warnings) - m.warned):  # once per config, not once per poll
+            logger.warning("%s", warning)
+        m.warned = set(config.warnings)
 
         wanted: dict[int, str] = {}  # version -> tag, for complete folders the policy keeps
         for version in entry.served_versions:
@@ -549,8 +551,10 @@ class RepositoryController:
             return
         if not m.endpoint or replicas != m.endpoint_replicas:
             m.routes = routes
-            await self._serve(lambda: apps.start_applications([apps.AppSpec(endpoint_app(m.name), apps.endpoint_application(
-                m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME), model_route(m.name))]))
+            await self._serve(lambda: apps.start_applications([apps.AppSpec(
+                endpoint_app(m.name),
+                apps.endpoint_application(m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME),
+                model_route(m.name))]))
             failures = await self._wait_running([endpoint_app(m.name)])
             if failures:
                 logger.error("model %s: endpoint failed: %s", m.name, failures[endpoint_app(m.name)])

@@ -207,7 +207,8 @@ class ModelEndpoint:
             raise ModelNotFound(f"model {self._model!r} has no version {version!r}; "
                                 f"served: {', '.join(map(str, self._order)) or 'none'}") from None
 
-    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
+    async def _infer(self, inputs: dict[str, np.ndarray],
+                     version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
         route = self._route(version)
         try:
             return route.version, await route.infer(inputs)
