@@ -18,6 +18,7 @@ __all__ = [
     "BackendLoadError",
     "BackendUnavailable",
     "InferenceFailed",
+    "StepFailed",
 ]
 
 
@@ -82,3 +83,16 @@ class InferenceFailed(ServingError):
     """The framework raised while running a batch; the message names the model."""
 
     http_status = 500
+
+
+class StepFailed(ServingError):
+    """A step of an ensemble or pipeline failed; the message names the step and its member model.
+
+    The status follows the member's failure: 503 while a member cannot serve, 500 otherwise (a
+    member refusing the tensors the ensemble handed it is a wiring fault, not the client's).
+    """
+
+    def __init__(self, message: str, http_status: int = 500) -> None:
+        super().__init__(message)
+        self.args = (message, http_status)
+        self.http_status = http_status

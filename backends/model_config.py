@@ -18,6 +18,8 @@ __all__ = [
     "VersionPolicy",
     "ModelConfig",
     "TRITON_PLATFORM_NAMES",
+    "COMPOSITE_PLATFORMS",
+    "EnsembleStep",
 ]
 
 # Triton platform/backend spellings -> the backend that serves them.
@@ -29,7 +31,10 @@ PLATFORMS: dict[str, str] = {
     "tensorflow_savedmodel": "tensorflow",
     "tensorflow": "tensorflow",
     "ensemble": "ensemble",
+    "python": "python",
 }
+# Platforms whose "model" is a composition of other models (no model files of their own).
+COMPOSITE_PLATFORMS = frozenset({"ensemble", "python"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,20 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One ``ensemble_scheduling.step``: run ``model_name`` on ensemble tensors.
+
+    ``input_map`` pairs are (member input, ensemble tensor); ``output_map`` pairs are
+    (member output, ensemble tensor). ``model_version`` -1 means the member's newest served version.
+    """
+
+    model_name: str
+    model_version: int = -1
+    input_map: tuple[tuple[str, str], ...] = ()
+    output_map: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything infergrid uses from a config.pbtxt (or infers for a folder without one)."""
 
@@ -91,6 +110,7 @@ class ModelConfig:
     version_policy: VersionPolicy = VersionPolicy()
     default_model_filename: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -108,6 +128,11 @@ class ModelConfig:
             outputs=tuple(TensorSpec(t.name, t.datatype, lead + t.dims) for t in self.outputs),
         )
 
+    @property
+    def composite(self) -> bool:
+        """True for ensembles and Python pipelines: models made of other models."""
+        return self.platform in COMPOSITE_PLATFORMS
+
     def parameter(self, key: str, default: str | None = None) -> str | None:
         """A ``parameters`` value by key."""
         return self.parameters.get(key, default)
@@ -122,4 +147,5 @@ TRITON_PLATFORM_NAMES: dict[str, str] = {
     "pytorch": "pytorch_libtorch",
     "tensorflow": "tensorflow_savedmodel",
     "ensemble": "ensemble",
+    "python": "python",
 }

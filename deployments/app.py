@@ -24,13 +24,13 @@ from ray.serve import Application
 from backends.model_config import ModelConfig
 from deployments.endpoint import ModelEndpoint
 from deployments.model import ModelVersion
-from deployments.names import ENDPOINT_DEPLOYMENT
+from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
            "start_applications", "application_states", "endpoint_applications", "running_replicas", "settled",
-           "failure_reason", "build_version_app", "build_endpoint_app", "build_server_app"]
+           "failure_reason", "pin_code_version", "build_version_app", "build_endpoint_app", "build_server_app"]
 
 logger = logging.getLogger("infergrid")
 
@@ -66,7 +66,7 @@ def _replica_options(config: ModelConfig, gpu_available: bool) -> dict:
             "max_constructor_retry_count": 1, "logging_config": QUIET_LOGS}
 
 
-def _pin_code_version(deployment: serve.Deployment, code_version: str | None) -> serve.Deployment:
+def pin_code_version(deployment: serve.Deployment, code_version: str | None) -> serve.Deployment:
     """Give a deployment a fixed code version, so redeploying it only to change ``num_replicas`` or
     ``user_config`` updates the running replicas in place instead of restarting them.
 
@@ -78,13 +78,18 @@ def _pin_code_version(deployment: serve.Deployment, code_version: str | None) ->
     return deployment.options(version=code_version, _internal=True)
 
 
-def version_application(entry: ModelEntry, version: int, gpu_available: bool, tag: str | None = None) -> Application:
-    """The application holding one version's replicas; ``tag`` (what it loads) pins its code version."""
+def version_application(entry: ModelEntry, version: int, gpu_available: bool, tag: str | None = None,
+                        deployment_name: str = VERSION_DEPLOYMENT) -> Application:
+    """The application holding one version's replicas; ``tag`` (what it loads) pins its code version.
+
+    ``deployment_name`` differs only where several versions are deployments of one application
+    (a pipeline run alone with ``serve run``).
+    """
     config = entry.config
     assert config is not None
     options = _replica_options(config, gpu_available)
     threads = int(config.parameter("intra_op_threads", "0") or 0) or max(1, round(options["ray_actor_options"]["num_cpus"]))
-    deployment = _pin_code_version(serve.deployment(ModelVersion, name="model").options(**options), tag)
+    deployment = pin_code_version(serve.deployment(ModelVersion, name=deployment_name).options(**options), tag)
     return deployment.bind(entry.name, version, str(entry.versions[version]), config, threads)
 
 
@@ -101,7 +106,7 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
         user_config={"routes": routes},
         logging_config=QUIET_LOGS,
     )
-    return _pin_code_version(deployment, "endpoint").bind(model, controller)
+    return pin_code_version(deployment, "endpoint").bind(model, controller)
 
 
 def server_application(index: dict[str, dict], controller: str | None = None) -> Application:
@@ -187,6 +192,7 @@ def build_endpoint_app(args: dict) -> Application:
 
 def build_server_app(args: dict) -> Application:
     """``import_path: deployments.app:build_server_app`` with args {repository}: a fixed index."""
-    index = {name: {"versions": [] if entry.error else entry.served_versions, "reason": entry.error}
+    index = {name: {"versions": [] if entry.error else entry.served_versions, "reason": entry.error,
+                    "endpoint": not entry.error}
              for name, entry in scan_repository(Path(args["repository"])).models.items()}
     return server_application(index)

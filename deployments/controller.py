@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from ray import serve
 
-from backends.errors import ModelNotFound, RepositoryError
+from backends.errors import ModelNotFound, RepositoryError, ServingError
 from backends.model_config import ModelConfig
 from deployments import app as apps
 from deployments.model import warmup_inputs
@@ -88,6 +88,7 @@ class _Model:
     override: ModelConfig | None = None  # explicit mode: config given to the load API
     unloaded_versions: set[int] = field(default_factory=set)
     warned: set[str] = field(default_factory=set)  # config warnings already logged
+    composite_tag: str = ""  # an ensemble's or pipeline's deployed config (see pipelines.app.composite_tag)
 
     def ready(self, version: int, tag: str) -> _Version | None:
         return next((v for v in self.apps.values()
@@ -116,7 +117,7 @@ class RepositoryController:
         self._models: dict[str, _Model] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._changed: dict[str, asyncio.Event] = {}
-        self._watchers: dict[str, dict[str, tuple[str | None, float]]] = {}
+        self._watchers: dict[str, dict[str, tuple[str | None, float, tuple[str, str]]]] = {}
         self._serve_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-calls")
         self._syncing: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
@@ -302,13 +303,17 @@ class RepositoryController:
 
     # --- what endpoints and the server ingress ask ------------------------------------------
 
-    async def watch(self, model: str, replica: str, token: str | None) -> list[dict] | None:
+    async def watch(self, model: str, replica: str, token: str | None,
+                    group: tuple[str, str] | None = None) -> list[dict] | None:
         """Long-poll: the model's table once it differs from ``token`` (or after a timeout).
 
-        ``token`` is what the calling endpoint replica has applied; it is the replica's ack.
-        Returns None for a model this controller does not serve (the replica keeps its table).
+        ``token`` is what the calling replica has applied; it is the replica's ack. ``group`` is
+        the replica's (application, deployment): the model's endpoint, or an ensemble or pipeline
+        that calls the model as a member. Returns None for a model this controller does not serve
+        (the replica keeps its table).
         """
-        self._watchers.setdefault(model, {})[replica] = (token, time.monotonic())
+        group = tuple(group) if group else (endpoint_app(model), ENDPOINT_DEPLOYMENT)
+        self._watchers.setdefault(model, {})[replica] = (token, time.monotonic(), group)
         entry = self._models.get(model)
         if self._started.is_set() and entry is not None and entry.endpoint and routes_token(entry.routes) != token:
             return entry.routes
@@ -453,6 +458,9 @@ class RepositoryController:
             return
         config = entry.config
         assert config is not None
+        if config.composite:
+            await self._sync_composite(m, entry)
+            return
         m.reason = ""
         for warning in sorted(set(config.warnings) - m.warned):  # once per config, not once per poll
             logger.warning("%s", warning)
@@ -484,6 +492,63 @@ class RepositoryController:
         stale = [v.app for v in m.apps.values() if v.app not in serving and v.state != LOADING]
         if stale:
             await self._delete_versions(m, stale)
+
+    def _member_configs(self, names: tuple[str, ...]) -> dict[str, ModelConfig | None]:
+        """Member configs for the composite checks: None where the repository has no such folder."""
+        members: dict[str, ModelConfig | None] = {}
+        for name in names:
+            folder = self._root / name
+            if not MODEL_NAME.match(name) or not folder.is_dir():
+                members[name] = None
+                continue
+            entry = scan_model(folder)
+            # A member whose config is broken is still a member: it answers 503 until fixed.
+            members[name] = entry.config or ModelConfig(name=name, platform="")
+        return members
+
+    async def _sync_composite(self, m: _Model, entry: ModelEntry) -> None:
+        """Serve an ensemble or pipeline: check it against its members, deploy its application.
+
+        A composite has no version applications: its replicas call the members' versions
+        directly. A failed check leaves a serving composite serving (its reason says so).
+        """
+        # Imported here: deployments never import pipelines at module level (pipelines build on
+        # deployments); the controller is the one place that deploys them.
+        from pipelines.app import composite_application
+        from pipelines.spec import check_composite, composite_tag, composite_version, member_names
+
+        config = entry.config
+        assert config is not None
+        version = composite_version(entry)
+        tag = composite_tag(config, version)
+        try:
+            names = member_names(config)
+            check_composite(config, self._member_configs(names))
+        except ServingError as exc:
+            if str(exc) != m.reason:
+                logger.error("model %s: %s%s", m.name, exc, " (the serving version keeps serving)" if m.served else "")
+            m.reason = str(exc)
+            return
+        m.reason = ""
+        if self._mode == "explicit":  # as Triton: loading an ensemble loads its members
+            for name in names:
+                if not self._model(name).wanted:
+                    self._model(name).wanted = True
+                    self._kick(name)
+        if m.endpoint and m.composite_tag == tag:
+            return
+        logger.info("model %s: deploying %s over %s", m.name, config.platform, ", ".join(names))
+        replicas = sum(g.count for g in config.instance_group) or 1
+        await self._serve(lambda: apps.start_applications(
+            [apps.AppSpec(endpoint_app(m.name), composite_application(entry, CONTROLLER_NAME), model_route(m.name))]))
+        failures = await self._wait_running([endpoint_app(m.name)])
+        if failures:
+            m.reason = f"{config.platform} failed to start: {failures[endpoint_app(m.name)]}"
+            logger.error("model %s: %s", m.name, m.reason)
+            return
+        m.endpoint, m.endpoint_replicas, m.composite_tag = True, replicas, tag
+        m.routes = [Route(version, endpoint_app(m.name)).to_dict()]
+        self._notify(m.name)
 
     async def _load_versions(self, m: _Model, entry: ModelEntry, to_load: dict[int, str]) -> None:
         """Deploy versions beside what serves, wait for them, warm each through Serve."""
@@ -575,18 +640,29 @@ class RepositoryController:
             event.set()
 
     async def _await_acks(self, model: str, token: str) -> bool:
-        """Wait until every running endpoint replica of ``model`` reported ``token``."""
-        expected = await self._serve(lambda: apps.running_replicas(endpoint_app(model), ENDPOINT_DEPLOYMENT))
+        """Wait until every running replica that routes to ``model`` reported ``token``.
+
+        Those are the model's endpoint replicas and the replicas of every ensemble or pipeline
+        that has ``model`` as a member, counted per (application, deployment) against how many
+        replicas of it run.
+        """
         deadline = time.monotonic() + ACK_TIMEOUT_S
+        expected: dict[tuple[str, str], int] = {}
         while time.monotonic() < deadline:
             # A live replica calls at least every WATCH_TIMEOUT_S; older entries are replicas that are gone.
             now = time.monotonic()
             watchers = {r: w for r, w in self._watchers.get(model, {}).items() if now - w[1] < 3 * WATCH_TIMEOUT_S}
             self._watchers[model] = watchers
-            if sum(1 for t, _ in watchers.values() if t == token) >= expected:
+            groups = {w[2] for w in watchers.values()} | {(endpoint_app(model), ENDPOINT_DEPLOYMENT)}
+            if set(expected) != groups:
+                expected = await self._serve(lambda groups=groups: {g: apps.running_replicas(*g) for g in groups})
+            acked = {g: 0 for g in groups}
+            for t, _, g in watchers.values():
+                acked[g] += t == token
+            if all(acked[g] >= n for g, n in expected.items()):
                 return True
             await asyncio.sleep(0.02)
-        logger.warning("model %s: not every endpoint replica confirmed the new routing table within %.0f s",
+        logger.warning("model %s: not every replica routing to it confirmed the new routing table within %.0f s",
                        model, ACK_TIMEOUT_S)
         return False
 
@@ -601,7 +677,7 @@ class RepositoryController:
     async def _remove_model(self, m: _Model) -> None:
         """Unload a whole model: the endpoint first (so no request is routed), then its versions."""
         logger.info("model %s: unloading", m.name)
-        had_endpoint, m.endpoint, m.routes = m.endpoint, False, []
+        had_endpoint, m.endpoint, m.routes, m.composite_tag = m.endpoint, False, [], ""
         self._notify(m.name)
         if had_endpoint:
             await self._delete(endpoint_app(m.name))

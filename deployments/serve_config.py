@@ -3,7 +3,8 @@
 Pure: scans the repository and writes import paths and args; nothing is deployed or loaded here.
 This is a fixed set of applications (what the repository holds now); following the repository and
 hot swaps need the controller, which ``infergrid serve`` starts (also against a cluster, with
-RAY_ADDRESS).
+RAY_ADDRESS). An ensemble or pipeline is one application that calls its members' version
+applications by name (``pipelines.app:build_composite_app``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
     apps = []
     for name, entry in snapshot.models.items():
         if entry.error or entry.config is None:
+            continue
+        if entry.config.composite:  # an ensemble or pipeline: one application over its members' version apps
+            apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
+                         "import_path": "pipelines.app:build_composite_app",
+                         "args": {"repository": str(repository), "model": name}})
             continue
         versions = entry.served_versions
         routes = [route_for(v, version_app(name, v), entry.config).to_dict() for v in versions]

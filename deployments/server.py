@@ -20,12 +20,13 @@ from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
 from deployments.http import error_response, json_response
-from deployments.protocol.v2 import HEADER_LENGTH
 from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
+from deployments.protocol.v2 import HEADER_LENGTH
 
 __all__ = ["ServerIngress", "server_version"]
 
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
+_PIPELINE_PATH = re.compile(r"^/pipelines/(?P<model>[^/]+)$")
 _REPOSITORY_ACTION = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)$")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
@@ -127,15 +128,18 @@ class ServerIngress:
             await self._call("unload", model, version)
         return json_response({})
 
-    async def _forward(self, request: Request, model: str) -> Response:
-        """The model's endpoint is up but the proxy does not route to it yet (Serve updates routes a
-        moment after an application starts): hand the request to the endpoint through its handle."""
+    async def _forward(self, request: Request, model: str, plain_json: bool = False) -> Response:
+        """Hand a request to a model's endpoint through its handle: the proxy does not route to it
+        yet (Serve updates routes a moment after an application starts), or it is a pipeline's
+        plain JSON route (``POST /pipelines/{name}``)."""
         handle = serve.get_deployment_handle(ENDPOINT_DEPLOYMENT, app_name=endpoint_app(model))
-        path = request.url.path[len(model_route(model)):]
         body = await request.body() if request.method == "POST" else b""
-        status, headers, payload = await handle.http.remote(request.method, path,
-                                                            request.headers.get(HEADER_LENGTH),
-                                                            body)
+        if plain_json:
+            status, headers, payload = await handle.plain_json.remote(body)
+        else:
+            path = request.url.path[len(model_route(model)):]
+            status, headers, payload = await handle.http.remote(request.method, path,
+                                                                request.headers.get(HEADER_LENGTH), body)
         return Response(payload, status_code=status, headers=headers)
 
     async def __call__(self, request: Request) -> Response:
@@ -158,15 +162,20 @@ class ServerIngress:
         action = _REPOSITORY_ACTION.match(path)
         if action and request.method == "POST":
             return await self._repository_action(request, action.group("model"), action.group("action"))
+        pipeline = _PIPELINE_PATH.match(path)
+        if pipeline and request.method == "POST":
+            return await self._to_model(request, pipeline.group("model"), plain_json=True)
         match = _MODEL_PATH.match(path)
         if match:
-            model = match.group("model")
-            entry = (await self._index()).get(model)
-            if entry and entry.get("endpoint"):
-                return await self._forward(request, model)
-            if entry and entry.get("reason"):
-                raise ModelNotReady(f"model {model!r} is unavailable: {entry['reason']}")
-            if entry:
-                raise ModelNotReady(f"model {model!r} is starting")
-            raise ModelNotFound(f"unknown model {model!r}; served: {', '.join(await self._serving()) or 'none'}")
+            return await self._to_model(request, match.group("model"))
         raise ModelNotFound(f"no route {request.method} {request.url.path}")
+
+    async def _to_model(self, request: Request, model: str, plain_json: bool = False) -> Response:
+        entry = (await self._index()).get(model)
+        if entry and entry.get("endpoint"):
+            return await self._forward(request, model, plain_json)
+        if entry and entry.get("reason"):
+            raise ModelNotReady(f"model {model!r} is unavailable: {entry['reason']}")
+        if entry:
+            raise ModelNotReady(f"model {model!r} is starting")
+        raise ModelNotFound(f"unknown model {model!r}; served: {', '.join(await self._serving()) or 'none'}")

@@ -5,6 +5,9 @@
 * ``fraud``        ONNX Runtime: an MLP trained on synthetic card transactions (batching on).
 * ``credit_score`` TensorFlow SavedModel: a small network trained on synthetic loan applicants.
 * ``resnet50``     TorchScript: the ResNet-50 architecture with seeded random weights.
+* ``risk_ensemble`` a config-driven ensemble: fraud and credit_score in parallel on one request.
+* ``loan_decision`` the Python pipeline ``pipelines.loan_decision``: raw application fields in,
+                   approve / review / decline out.
 
 Nothing is downloaded. A model whose files already exist is left alone (``--force`` rebuilds), so
 ``make install`` stays quick after the first run. The builders are importable: tests use them to
@@ -57,6 +60,68 @@ dynamic_batching { max_queue_delay_microseconds: 5000 }
 instance_group [ { count: 1 kind: KIND_AUTO } ]
 parameters { key: "half" value: { string_value: "true" } }
 """
+
+
+RISK_ENSEMBLE_CONFIG = """\
+name: "risk_ensemble"
+platform: "ensemble"
+max_batch_size: 64
+# Both risk models on one request: the steps share no tensor, so they run in parallel.
+input [
+  { name: "transaction" data_type: TYPE_FP32 dims: [ 16 ] },
+  { name: "applicant" data_type: TYPE_FP32 dims: [ 8 ] }
+]
+output [
+  { name: "fraud_probability" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "credit_score" data_type: TYPE_FP32 dims: [ 1 ] }
+]
+ensemble_scheduling {
+  step [
+    {
+      model_name: "fraud"
+      model_version: -1
+      input_map { key: "features" value: "transaction" }
+      output_map { key: "fraud_probability" value: "fraud_probability" }
+    },
+    {
+      model_name: "credit_score"
+      model_version: -1
+      input_map { key: "applicant" value: "applicant" }
+      output_map { key: "credit_score" value: "credit_score" }
+    }
+  ]
+}
+"""
+
+LOAN_DECISION_CONFIG = """\
+name: "loan_decision"
+backend: "python"
+max_batch_size: 64
+# One tensor per raw field of an application (see pipelines/loan_decision.py).
+input [
+  { name: "amount" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "merchant_category" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "hour" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "account_age_days" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "distance_km" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "transactions_24h" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "annual_income" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "monthly_debt" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "credit_history_years" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "credit_utilization" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "late_payments" data_type: TYPE_FP32 dims: [ 1 ] }
+]
+output [
+  { name: "decision" data_type: TYPE_STRING dims: [ 1 ] },
+  { name: "fraud_probability" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "credit_score" data_type: TYPE_FP32 dims: [ 1 ] },
+  { name: "reasons" data_type: TYPE_STRING dims: [ 1 ] }
+]
+parameters { key: "pipeline" value: { string_value: "pipelines.loan_decision:LoanDecision" } }
+"""
+
+# Composite models: a config and an empty version folder (as Triton expects for ensembles).
+COMPOSITES = {"risk_ensemble": RISK_ENSEMBLE_CONFIG, "loan_decision": LOAN_DECISION_CONFIG}
 
 
 def synthetic_transactions(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +255,11 @@ def build_repository(out: Path, force: bool = False, only: tuple[str, ...] = ())
         if not (model_dir / "1" / filename).exists():
             print(f"building {name} ...", flush=True)
             builder(model_dir / "1")
+    for name, config in COMPOSITES.items():
+        if only and name not in only:
+            continue
+        (out / name / "1").mkdir(parents=True, exist_ok=True)
+        (out / name / "config.pbtxt").write_text(config)
     return out
 
 

@@ -16,6 +16,7 @@ from backends.errors import ConfigError
 from backends.model_config import (
     PLATFORMS,
     DynamicBatching,
+    EnsembleStep,
     InstanceGroup,
     ModelConfig,
     TensorConfig,
@@ -27,7 +28,7 @@ __all__ = ["parse_config", "parse_config_json", "load_config_file", "SUPPORTED_F
 
 SUPPORTED_FIELDS = frozenset({
     "name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching",
-    "instance_group", "version_policy", "default_model_filename", "parameters",
+    "instance_group", "version_policy", "default_model_filename", "parameters", "ensemble_scheduling",
 })
 _INSTANCE_KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
 
@@ -170,6 +171,43 @@ def _parameters(reader: _Reader) -> dict[str, str]:
     return parameters
 
 
+def _tensor_map(reader: _Reader, field: str) -> tuple[tuple[str, str], ...]:
+    """A ``map<string, string>`` field: repeated ``{ key: "..." value: "..." }`` entries."""
+    pairs = []
+    for entry in reader.children(field):
+        key, value = entry.one("key", str), entry.one("value", str)
+        if not key or not value:
+            raise entry.fail("", 'expected { key: "<member tensor>" value: "<ensemble tensor>" }')
+        pairs.append((key, value))
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise reader.fail(field, f"a member tensor is mapped twice: {keys}")
+    return tuple(pairs)
+
+
+def _ensemble_step(reader: _Reader) -> EnsembleStep:
+    reader.warn_unknown({"model_name", "model_version", "input_map", "output_map"})
+    name = reader.one("model_name", str)
+    if not name:
+        raise reader.fail("model_name", "missing")
+    version = reader.one("model_version", int, -1)
+    if version == 0 or version < -1:
+        raise reader.fail("model_version", f"must be -1 (newest) or a version number, got {version}")
+    return EnsembleStep(name, version, _tensor_map(reader, "input_map"), _tensor_map(reader, "output_map"))
+
+
+def _ensemble_steps(reader: _Reader, platform: str) -> tuple[EnsembleStep, ...]:
+    scheduling = reader.child("ensemble_scheduling")
+    if platform != "ensemble":
+        if scheduling is not None:
+            raise reader.fail("ensemble_scheduling", 'only an ensemble has steps (set platform: "ensemble")')
+        return ()
+    if scheduling is None or not scheduling.message.get("step"):
+        raise reader.fail("ensemble_scheduling", "an ensemble needs ensemble_scheduling { step [ ... ] }")
+    scheduling.warn_unknown({"step"})
+    return tuple(_ensemble_step(r) for r in scheduling.children("step"))
+
+
 def parse_config(text: str, source: str, model_name: str) -> ModelConfig:
     """Parse a config.pbtxt's text.
 
@@ -202,7 +240,9 @@ def _json_to_message(data: dict, source: str) -> TextMessage:
 
     message: TextMessage = {}
     for key, item in data.items():
-        if key == "parameters" and isinstance(item, dict):
+        if key in ("input_map", "output_map") and isinstance(item, dict):
+            message[key] = [{"key": [k], "value": [v]} for k, v in item.items()]
+        elif key == "parameters" and isinstance(item, dict):
             message[key] = [{"key": [k], "value": [_json_to_message(v, source) if isinstance(v, dict) else v]}
                             for k, v in item.items()]
         elif isinstance(item, list):
@@ -244,9 +284,10 @@ def _config_from_message(message: TextMessage, source: str, model_name: str) -> 
         names = [t.name for t in tensors]
         if len(set(names)) != len(names):
             raise reader.fail(field, f"duplicate names in {names}")
+    platform = _platform(reader) or ""
     return ModelConfig(
         name=name,
-        platform=_platform(reader) or "",
+        platform=platform,
         max_batch_size=max_batch_size,
         inputs=inputs,
         outputs=outputs,
@@ -255,6 +296,7 @@ def _config_from_message(message: TextMessage, source: str, model_name: str) -> 
         version_policy=_version_policy(reader.child("version_policy")),
         default_model_filename=reader.one("default_model_filename", str),
         parameters=_parameters(reader),
+        ensemble_steps=_ensemble_steps(reader, platform),
         warnings=tuple(warnings),
     )
 

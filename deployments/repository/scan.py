@@ -75,7 +75,7 @@ def scan_model(model_dir: Path) -> ModelEntry:
                               f"{name}/config.pbtxt: platform: not set, and no model.onnx, model.pt, model.pt2, "
                               f"model.savedmodel or saved_model.pb found to infer it from")
         config = replace(config, platform=platform)
-    if not versions and config.platform != "ensemble":
+    if not versions and not config.composite:
         return ModelEntry(name, model_dir, config, versions, f"{name}: no version folders (1, 2, ...) found")
     entry = ModelEntry(name, model_dir, config, versions)
     if versions and not entry.served_versions:

@@ -11,13 +11,15 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deployments.cli import serve_environment
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -33,7 +35,9 @@ os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
 os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
 
 import ray  # noqa: E402
+import requests  # noqa: E402
 from ray import serve  # noqa: E402
+from repository_helpers import BODY, config_for, version_apps, wait_for, write_version  # noqa: E402
 
 
 def build_explodes(version_dir: Path) -> None:
@@ -124,3 +128,33 @@ def run_async(served: dict) -> Iterator:
 @pytest.fixture(scope="session")
 def url(served: dict) -> str:
     return served["url"]
+
+
+@pytest.fixture
+def new_model(served: dict) -> Iterator[Callable[..., Path]]:
+    """Add a model folder (fraud copy) and wait until it serves; removed (and checked gone) after."""
+    url, repository = served["url"], served["repository"]
+    created: list[Path] = []
+
+    def add(name: str, seed: int = 1, config: str | None = None) -> Path:
+        model_dir = repository / name
+        model_dir.mkdir()
+        (model_dir / "config.pbtxt").write_text(config or config_for(name))
+        write_version(model_dir, 1, seed, atomic=True)
+        created.append(model_dir)
+        wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 200,
+                 60, f"model {name} to serve")
+        # A new route makes Serve reload HAProxy, which can drop connections opened during the reload
+        # (Ray 2.60; version swaps never change routes). Let it finish before the steady load starts.
+        time.sleep(2)
+        return model_dir
+
+    yield add
+    for model_dir in created:
+        shutil.rmtree(model_dir)
+    for model_dir in created:
+        name = model_dir.name
+        wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 404,
+                 60, f"model {name} to be unloaded")
+        wait_for(lambda: not version_apps(name) and name not in serve.status().applications, 60,
+                 f"{name}'s applications to be deleted")

@@ -12,74 +12,20 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import ray
 import requests
 from ray import serve
+from repository_helpers import BODY, config_for, index_rows, output_of, version_apps, wait_for, write_version
 
 from bench.traffic import Reply, Traffic
 
 pytestmark = pytest.mark.integration
 
-ROW = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(1, 16)
-BODY = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": ROW.ravel().tolist()}]}
 CLIENTS = 20
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def config_for(name: str, **changes: str) -> str:
-    from build_repository import FRAUD_CONFIG
-
-    text = FRAUD_CONFIG.replace('name: "fraud"', f'name: "{name}"')
-    for old, new in changes.items():
-        text = text.replace(old, new)
-    return text
-
-
-def output_of(version_dir: Path) -> float:
-    import onnxruntime as ort
-
-    return float(ort.InferenceSession(str(version_dir / "model.onnx")).run(None, {"features": ROW})[0][0, 0])
-
-
-def write_version(model_dir: Path, version: int, seed: int, atomic: bool = False) -> float:
-    """Write a fraud model with ``seed`` weights as ``version``; returns its expected output for ROW.
-
-    Atomic: built in a hidden folder and renamed into place. Otherwise written where it lands, so the
-    controller sees the folder before its file is complete.
-    """
-    from build_repository import build_fraud
-
-    target = model_dir / str(version)
-    build_into = model_dir / f".building-{version}" if atomic else target
-    build_fraud(build_into, seed=seed)
-    expected = output_of(build_into)
-    if atomic:
-        os.rename(build_into, target)
-    return expected
-
-
-def version_apps(model: str) -> set[str]:
-    return {name for name in serve.status().applications if name.startswith(f"{model}:v")}
-
-
-def index_rows(url: str, model: str) -> list[dict]:
-    response = requests.post(f"{url}/v2/repository/index", timeout=30)
-    assert response.status_code == 200, response.text
-    return [row for row in response.json() if row["name"] == model]
 
 
 def first_reply(traffic: Traffic, version: int, after: float, timeout_s: float = 60) -> Reply:
@@ -105,36 +51,6 @@ def check_windows(replies: list[Reply], windows: list[tuple[int, float, float]])
         inside = [r for r in replies if start <= r.sent < end]
         wrong = [r for r in inside if r.version != str(version)]
         assert inside and not wrong, f"version {version}: {len(wrong)} of {len(inside)} replies from another version"
-
-
-@pytest.fixture
-def new_model(served: dict) -> Iterator[Callable[..., Path]]:
-    """Add a model folder (fraud copy) and wait until it serves; removed (and checked gone) after."""
-    url, repository = served["url"], served["repository"]
-    created: list[Path] = []
-
-    def add(name: str, seed: int = 1, config: str | None = None) -> Path:
-        model_dir = repository / name
-        model_dir.mkdir()
-        (model_dir / "config.pbtxt").write_text(config or config_for(name))
-        write_version(model_dir, 1, seed, atomic=True)
-        created.append(model_dir)
-        wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 200,
-                 60, f"model {name} to serve")
-        # A new route makes Serve reload HAProxy, which can drop connections opened during the reload
-        # (Ray 2.60; version swaps never change routes). Let it finish before the steady load starts.
-        time.sleep(2)
-        return model_dir
-
-    yield add
-    for model_dir in created:
-        shutil.rmtree(model_dir)
-    for model_dir in created:
-        name = model_dir.name
-        wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 404,
-                 60, f"model {name} to be unloaded")
-        wait_for(lambda: not version_apps(name) and name not in serve.status().applications, 60,
-                 f"{name}'s applications to be deleted")
 
 
 def test_five_new_versions_and_two_removals_under_load(url: str, new_model: Callable[..., Path]) -> None:

@@ -26,10 +26,17 @@ def test_statuses() -> None:
     assert errors.ModelNotFound("x").http_status == 404
     assert errors.ModelNotReady("x").http_status == 503
     assert errors.InferenceFailed("x").http_status == 500
+    assert errors.StepFailed("x").http_status == 500
+
+
+def test_step_failure_keeps_its_status_across_processes() -> None:
+    copy = pickle.loads(pickle.dumps(errors.StepFailed("'risk' step 0 (fraud) failed: not ready", 503)))
+    assert copy.http_status == 503 and str(copy) == "'risk' step 0 (fraud) failed: not ready"
 
 
 PURE = ["deployments.protocol.v2", "deployments.repository.scan", "deployments.repository.config",
-        "deployments.batching", "deployments.serve_config", "backends", "backends.registry"]
+        "deployments.batching", "deployments.serve_config", "backends", "backends.registry",
+        "pipelines.graph", "pipelines.spec", "pipelines.ensemble", "pipelines.loan_decision"]
 
 
 def test_pure_modules_import_no_framework_and_no_ray() -> None:

@@ -1,0 +1,262 @@
+"""Routing one model's requests to its versions, as one replica sees them.
+
+A ``ModelRouter`` holds a model's routing table (``deployments.routing``): for every served version
+a DeploymentHandle to the version's replicas and a ``@serve.batch`` queue that combines requests into
+batches. Model endpoints hold one router; ensembles and pipelines hold one per member, so a member's
+requests from many ensemble requests are batched too, and a member's hot swap reaches the ensemble
+the same way it reaches the member's own endpoint: the router follows the repository controller's
+table, prepares new versions before switching, and reports (acks) what it applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+
+from backends.errors import ModelNotFound, ModelNotReady, ServingError
+from deployments.batching import BatchStats, split_outputs, stack_inputs
+from deployments.model import VersionInfo
+from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT
+from deployments.protocol.v2 import validate_inputs
+from deployments.routing import Route, routes_token
+
+__all__ = ["ModelRouter", "VersionRoute", "replica_identity"]
+
+_DESCRIBE_TIMEOUT_S = 30.0
+_RETRY_S = 0.5
+_RETIRE_AFTER_S = 30.0  # a dropped version's handle is closed this long after the switch
+logger = logging.getLogger("infergrid")
+
+
+def replica_identity() -> tuple[str, tuple[str, str]]:
+    """(this replica's unique id, (its application, its deployment)): how it acks to the controller.
+
+    The controller counts acks per (application, deployment) against that deployment's running
+    replicas, so an ensemble's replicas following a member are waited for like the member's own.
+    """
+    context = serve.get_replica_context()
+    return context.replica_id.unique_id, (context.app_name, context.deployment)
+
+
+class VersionRoute:
+    """Batch queue, counters and handle for one served version (one version application)."""
+
+    def __init__(self, model: str, route: Route, handle: Any = None) -> None:
+        self.model, self.route, self.version = model, route, route.version
+        self.handle = handle if handle is not None else serve.get_deployment_handle(VERSION_DEPLOYMENT,
+                                                                                     app_name=route.app)
+        self.info: VersionInfo | None = None
+        self.stats = BatchStats()
+        self._submit: Any = None
+        self._lock = asyncio.Lock()
+
+    async def describe(self) -> VersionInfo:
+        """The version's signature, fetched once from its replicas.
+
+        Raises:
+            ModelNotReady: the version's replicas are not up.
+        """
+        if self.info is not None:
+            return self.info
+        async with self._lock:
+            if self.info is None:
+                try:
+                    info = await asyncio.wait_for(self.handle.describe.remote(), _DESCRIBE_TIMEOUT_S)
+                except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                    raise ModelNotReady(f"model {self.model!r} version {self.version} is not ready: {exc}") from exc
+                self.info = info
+                self._configure_batching()
+        return self.info  # type: ignore[return-value]
+
+    def _configure_batching(self) -> None:
+        rows, delay_s = self.route.batch_rows, self.route.queue_delay_us / 1e6
+        if rows <= 0:
+            self._submit = None
+        elif self._submit is None:
+            self._submit = serve.batch(max_batch_size=rows, batch_wait_timeout_s=delay_s,
+                                       max_concurrent_batches=2)(self._run_batch)
+        else:  # in place: rows already queued stay queued
+            self._submit.set_max_batch_size(rows)
+            self._submit.set_batch_wait_timeout_s(delay_s)
+
+    async def retire(self, after_s: float) -> None:
+        """Release the handle's router once requests routed before the switch have long finished."""
+        await asyncio.sleep(after_s)
+        try:
+            await self.handle.shutdown_async()
+            logger.debug("released the handle of %s", self.route.app)
+        except Exception as exc:  # noqa: BLE001 - best effort: the application may be gone already
+            logger.debug("closing the handle of %s: %s", self.route.app, exc)
+
+    def update(self, route: Route) -> None:
+        """New batching settings for the same application, applied without dropping queued rows."""
+        self.route = route
+        if self.info is not None:
+            self._configure_batching()
+
+    async def _run_batch(self, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        stacked, counts = stack_inputs(rows)
+        outputs = await self.handle.infer_batch.remote(stacked)
+        self.stats.record_batch(sum(counts))
+        return split_outputs(outputs, counts)
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate, then run through the batch queue (or alone without dynamic batching).
+
+        The queue holds single rows, so a formed batch never exceeds its row limit. A request of
+        n rows enters as n rows and gets them back in order (they may span two batches). Counting
+        rows this way avoids ``batch_size_fn``, which Serve re-evaluates over the whole batch for
+        every arrival.
+        """
+        info = await self.describe()
+        rows = validate_inputs(inputs, info.signature, info.max_batch_size)
+        self.stats.requests += 1
+        submit = self._submit
+        if submit is None:
+            outputs = await self.handle.infer_batch.remote(inputs)
+            self.stats.record_batch(rows)
+            return outputs
+        if rows == 1:
+            return await submit(inputs)
+        parts = await asyncio.gather(*(submit({name: array[i:i + 1] for name, array in inputs.items()})
+                                       for i in range(rows)))
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+class ModelRouter:
+    """One model's routing table in this replica, applied directly or followed from the controller.
+
+    Args:
+        model: the model's name.
+        handles: version handles by the route's ``app`` key, for tables whose versions are
+            deployments of the same application (``serve run`` of a pipeline) rather than version
+            applications of their own.
+    """
+
+    def __init__(self, model: str, handles: Mapping[str, Any] | None = None) -> None:
+        self.model = model
+        self._handles = dict(handles or {})
+        self._routes: dict[int, VersionRoute] = {}
+        self._order: list[int] = []
+        self._token: str | None = None
+        self._apply_lock = asyncio.Lock()
+        self._has_table = asyncio.Event()
+        self._retiring: set[asyncio.Task] = set()
+
+    @property
+    def token(self) -> str | None:
+        """The applied table's token (None before any table)."""
+        return self._token
+
+    @property
+    def versions(self) -> list[int]:
+        """Served versions, newest first."""
+        return list(self._order)
+
+    async def apply(self, table: list[Route]) -> None:
+        """Switch to ``table``: new versions are described first, dropped ones released later."""
+        async with self._apply_lock:
+            routes: dict[int, VersionRoute] = {}
+            for route in table:
+                current = self._routes.get(route.version)
+                if current is not None and current.route.app == route.app:
+                    current.update(route)
+                    routes[route.version] = current
+                else:
+                    routes[route.version] = VersionRoute(self.model, route, self._handles.get(route.app))
+            fresh = [r for r in routes.values() if r.info is None]
+            # Prepare before switching: unversioned requests must never meet a route that cannot answer.
+            await asyncio.gather(*(r.describe() for r in fresh), return_exceptions=True)
+            dropped = [r for v, r in self._routes.items() if routes.get(v) is not r]
+            self._routes = routes
+            self._order = sorted(routes, reverse=True)
+            self._token = routes_token([r.to_dict() for r in table])
+            self._has_table.set()
+        for route in dropped:  # one per swap: without this each would keep a router alive for good
+            task = asyncio.get_running_loop().create_task(route.retire(_RETIRE_AFTER_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def follow(self, controller_name: str, replica: str, group: tuple[str, str]) -> None:
+        """Long-poll the controller for this model's table, for the replica's lifetime."""
+        controller = None
+        while True:
+            try:
+                if controller is None:
+                    controller = ray.get_actor(controller_name, namespace=CONTROLLER_NAMESPACE)
+                table = await controller.watch.remote(self.model, replica, self._token, group)
+                if table is not None and routes_token(table) != self._token:
+                    await self.apply([Route.from_dict(r) for r in table])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - controller restarting: keep serving, ask again
+                logger.debug("routing table of %s unavailable (%s); retrying", self.model, exc)
+                controller = None
+                await asyncio.sleep(_RETRY_S)
+
+    async def wait_for_table(self, timeout_s: float) -> bool:
+        """True once a table is applied (a replica that just started may not have one yet)."""
+        if self._has_table.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._has_table.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def route(self, version: str | int | None) -> VersionRoute:
+        """The route for ``version``; unversioned: the newest version that is ready.
+
+        Raises:
+            ModelNotReady: no version is served.
+            ModelNotFound: ``version`` is not served.
+        """
+        if version is None:
+            for candidate in self._order:
+                if self._routes[candidate].info is not None:
+                    return self._routes[candidate]
+            if not self._order:
+                raise ModelNotReady(f"model {self.model!r} has no version to serve")
+            return self._routes[self._order[0]]
+        try:
+            return self._routes[int(version)]
+        except (KeyError, ValueError):
+            raise ModelNotFound(f"model {self.model!r} has no version {version!r}; "
+                                f"served: {', '.join(map(str, self._order)) or 'none'}") from None
+
+    async def infer(self, inputs: dict[str, np.ndarray],
+                    version: str | int | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """(version that answered, outputs)."""
+        route = self.route(version)
+        try:
+            return route.version, await route.infer(inputs)
+        except ServingError:
+            raise
+        except Exception:
+            # The version went away between routing and answering (it was swapped out): an
+            # unversioned request is answered by the version now serving instead.
+            if version is None and self.route(None) is not route:
+                retry = self.route(None)
+                return retry.version, await retry.infer(inputs)
+            raise
+
+    async def ready(self, version: int | None = None) -> bool:
+        """True when the version (or, unversioned, any version) can serve."""
+        routes = [self.route(version)] if version is not None else list(self._routes.values())
+        for route in routes:
+            try:
+                await route.describe()
+                return True
+            except ServingError:
+                continue
+        return False
+
+    def stats(self) -> dict:
+        """Batch counters per version, as this replica formed them."""
+        return {str(v): r.stats.snapshot() for v, r in self._routes.items()}

@@ -1,0 +1,83 @@
+"""The deployment that serves an ensemble or pipeline as a model: ``/v2/models/{name}``.
+
+It checks each request against the composite's own signature (the ``input``/``output`` of its
+config, so bad input is a 400 naming the ensemble's input, before any member is called), runs the
+pipeline, and answers in v2 like any model endpoint. It is deployed as the ``endpoint`` deployment of
+the model's application, so the server ingress, the repository index and the controller's restart
+adoption treat it as any model's endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from starlette.responses import Response
+
+from backends.errors import ConfigError, InvalidRequest, ModelNotFound
+from backends.model_config import ModelConfig
+from deployments.endpoint import V2Endpoint
+from deployments.http import json_response
+from deployments.protocol.v2 import model_metadata, validate_inputs
+from pipelines.members import Members
+from pipelines.spec import pipeline_class
+
+__all__ = ["CompositeEndpoint"]
+
+class CompositeEndpoint(V2Endpoint):
+    """v2 endpoint of one ensemble or pipeline.
+
+    Args:
+        model: the composite's name.
+        config: its config (signature, steps, parameters).
+        version: the version it reports (its newest version folder, 1 when it has none).
+        controller: the repository controller's actor name; members then follow its tables.
+        static: member tables and handles when there is no controller (see ``Members``).
+    """
+
+    def __init__(self, model: str, config: ModelConfig, version: int = 1, controller: str | None = None,
+                 static: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._model, self._config, self._version = model, config, version
+        signature = config.signature()
+        if signature is None:
+            raise ConfigError(f"{model}/config.pbtxt: input/output: an ensemble or pipeline declares its signature")
+        self._signature = signature
+        cls = pipeline_class(config)
+        self._members = Members(model, cls.member_names(config), controller, static)
+        self._pipeline = cls(config, self._members)
+
+    async def _infer(self, inputs: dict[str, np.ndarray],
+                     version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
+        self._check_version(version)
+        validate_inputs(inputs, self._signature, self._config.max_batch_size)
+        return self._version, await self._pipeline.infer(inputs)
+
+    def _check_version(self, version: str | int | None) -> None:
+        if version is not None and str(version) != str(self._version):
+            raise ModelNotFound(f"model {self._model!r} has no version {version!r}; served: {self._version}")
+
+    async def metadata(self, version: int | None = None) -> dict:
+        """The v2 model metadata object (the composite's own signature)."""
+        self._check_version(version)
+        return model_metadata(self._model, [str(self._version)], self._config.platform, self._signature)
+
+    async def ready(self, version: int | None = None) -> bool:
+        """Ready when every member can serve."""
+        self._check_version(version)
+        return await self._members.ready()
+
+    async def stats(self) -> dict:
+        """Member batches this replica formed, per member and version."""
+        return {"members": self._members.stats()}
+
+    async def _post_root(self, body: bytes) -> Response:
+        return await self._plain_json(body)
+
+    async def _plain_json(self, body: bytes) -> Response:
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        return json_response(await self._pipeline.handle_json(payload))

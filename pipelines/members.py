@@ -1,0 +1,90 @@
+"""The member models an ensemble or pipeline calls, by name.
+
+Each member is reached through a ``ModelRouter`` of its own in the calling replica: it follows the
+member's routing table from the repository controller (so a member's hot swap is picked up without
+redeploying the ensemble, and the controller waits for this replica's ack before retiring the old
+version) and batches the member's rows across concurrent ensemble requests with the member's own
+``dynamic_batching`` settings. One hop per member batch, straight to the member's version replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from backends.errors import ModelNotReady, ServingError, StepFailed
+from deployments.http import unwrap_error
+from deployments.router import ModelRouter, replica_identity
+from deployments.routing import Route
+
+__all__ = ["Members", "MEMBER_WAIT_S"]
+
+MEMBER_WAIT_S = 30.0  # a replica that just started waits this long for a member's first table
+
+
+class Members:
+    """Routers to the member models of one composite model.
+
+    Args:
+        composite: the ensemble's or pipeline's name (errors name it).
+        names: the member model names.
+        controller: the repository controller's actor name: follow its tables.
+        static: without a controller, ``{member: {"routes": [Route dicts], "handles": {app: handle}}}``
+            (``serve run`` of a pipeline, whose members are deployments of the same application).
+    """
+
+    def __init__(self, composite: str, names: tuple[str, ...], controller: str | None = None,
+                 static: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._composite = composite
+        static = static or {}
+        self._routers = {name: ModelRouter(name, (static.get(name) or {}).get("handles")) for name in names}
+        loop = asyncio.get_running_loop()
+        self._tasks: list[asyncio.Task] = []
+        if controller:
+            replica, group = replica_identity()
+            # One replica id per (replica, member): the controller keys acks by id within each model.
+            self._tasks = [loop.create_task(router.follow(controller, replica, group))
+                           for router in self._routers.values()]
+        for name, spec in static.items():
+            if name in self._routers:
+                routes = [Route.from_dict(r) for r in spec.get("routes", [])]
+                self._tasks.append(loop.create_task(self._routers[name].apply(routes)))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._routers)
+
+    def router(self, member: str) -> ModelRouter:
+        return self._routers[member]
+
+    async def call(self, member: str, inputs: dict[str, np.ndarray], version: int | None = None,
+                   step: str | None = None) -> dict[str, np.ndarray]:
+        """Run ``member`` on ``inputs``; any failure becomes a ``StepFailed`` naming step and member.
+
+        Raises:
+            StepFailed: 503 while the member cannot serve, 500 for any other failure.
+        """
+        label = step or f"member {member!r}"
+        router = self._routers[member]
+        try:
+            if not await router.wait_for_table(MEMBER_WAIT_S):
+                raise ModelNotReady(f"model {member!r} is not served")
+            return (await router.infer(inputs, version))[1]
+        except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
+            cause = unwrap_error(exc)
+            status = 503 if isinstance(cause, ModelNotReady) else 500
+            text = str(cause) if isinstance(cause, ServingError) else f"{type(cause).__name__}: {cause}"
+            raise StepFailed(f"{self._composite!r} {label} failed: {text}", status) from exc
+
+    async def ready(self) -> bool:
+        """True when every member has a version that can serve."""
+        async def one(router: ModelRouter) -> bool:
+            return await router.wait_for_table(0.1) and await router.ready()
+        return all(await asyncio.gather(*(one(r) for r in self._routers.values())))
+
+    def stats(self) -> dict:
+        """Batch counters this replica formed, per member and version."""
+        return {name: router.stats() for name, router in self._routers.items()}
