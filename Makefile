@@ -40,6 +40,7 @@ test-unit: install
 bench: install
 	$(PY) -m bench.run --out bench/results
 	$(PY) -m bench.hotswap --out bench/results
+	$(PY) -m bench.ensemble --out bench/results
 
 peers: install
 	INFERGRID_DIR=$(CURDIR) PEERS="infergrid ts_batch triton ray_haproxy" ../shared/peers/run_peers.sh

@@ -6,6 +6,7 @@ just enough HTTP/1.1 (Content-Length bodies) to stay cheap, and prints one JSON 
 
     python -m bench.loadgen --url http://127.0.0.1:8000/v2/models/fraud/infer --body body.bin \
         [--header-length N] --connections 64 --duration 10
+    python -m bench.loadgen --url URL1 --body B1 --url URL2 --body B2 ...   # one call after another
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from bench.traffic import read_response
 
-__all__ = ["run_load"]
+__all__ = ["run_load", "run_sequence"]
 
 
 def _request_bytes(url: str, body: bytes, header_length: int | None) -> tuple[str, int, bytes]:
@@ -32,17 +33,21 @@ def _request_bytes(url: str, body: bytes, header_length: int | None) -> tuple[st
     return parts.hostname or "127.0.0.1", parts.port or 80, ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
-async def _connection(host: str, port: int, request: bytes, stop_at: float, latencies: list[float],
+async def _connection(host: str, port: int, requests: list[bytes], stop_at: float, latencies: list[float],
                       errors: list[int], timeout_s: float) -> None:
+    """One keep-alive connection sending ``requests`` one after another, in a loop; one latency per round."""
     reader = writer = None
     while time.perf_counter() < stop_at:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
             start = time.perf_counter()
-            writer.write(request)
-            status, _ = await asyncio.wait_for(read_response(reader), timeout_s)
-            if status == 200:
+            ok = True
+            for request in requests:
+                writer.write(request)
+                status, _ = await asyncio.wait_for(read_response(reader), timeout_s)
+                ok = ok and status == 200
+            if ok:
                 latencies.append(time.perf_counter() - start)
             else:
                 errors[0] += 1
@@ -59,12 +64,21 @@ async def _connection(host: str, port: int, request: bytes, stop_at: float, late
 async def run_load(url: str, body: bytes, header_length: int | None, connections: int, duration_s: float,
                    timeout_s: float = 60.0) -> dict:
     """Drive the URL for ``duration_s`` and summarise throughput and latency."""
-    host, port, request = _request_bytes(url, body, header_length)
+    return await run_sequence([(url, body, header_length)], connections, duration_s, timeout_s)
+
+
+async def run_sequence(steps: list[tuple[str, bytes, int | None]], connections: int, duration_s: float,
+                       timeout_s: float = 60.0) -> dict:
+    """Like ``run_load``, but each round sends every (url, body, header length) in turn on one
+    connection (a client that calls one model after another); a round counts once, when all
+    its responses were 200. All URLs must be on one host."""
+    built = [_request_bytes(url, body, header_length) for url, body, header_length in steps]
+    host, port = built[0][0], built[0][1]
     latencies: list[float] = []
     errors = [0]
     start = time.perf_counter()
     stop_at = start + duration_s
-    await asyncio.gather(*(_connection(host, port, request, stop_at, latencies, errors, timeout_s)
+    await asyncio.gather(*(_connection(host, port, [r for _, _, r in built], stop_at, latencies, errors, timeout_s)
                            for _ in range(connections)))
     elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
@@ -75,21 +89,27 @@ async def run_load(url: str, body: bytes, header_length: int | None, connections
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--body", required=True, help="file holding the request body")
+    parser.add_argument("--url", required=True, action="append",
+                        help="repeat --url/--body to send several requests one after another per round")
+    parser.add_argument("--body", required=True, action="append", help="file holding the request body")
     parser.add_argument("--header-length", type=int, default=None, help="binary form: JSON header length")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args()
-    with open(args.body, "rb") as handle:
-        body = handle.read()
+    if len(args.url) != len(args.body):
+        parser.error("give one --body per --url")
+    bodies = []
+    for path in args.body:
+        with open(path, "rb") as handle:
+            bodies.append(handle.read())
+    steps = [(url, body, args.header_length) for url, body in zip(args.url, bodies, strict=True)]
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run_load(args.url, body, args.header_length, args.connections, args.duration))
+    result = asyncio.run(run_sequence(steps, args.connections, args.duration))
     print(json.dumps(result), flush=True)
 
 

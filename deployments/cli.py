@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for name, entry in sorted(models.items()):
         state = f"UNAVAILABLE: {entry['reason']}" if entry["reason"] else f"versions {entry['versions']}"
         print(f"  {name:<16} {base}/v2/models/{name}/infer   ({state})")
+    print(f"  pipelines        {base}/pipelines/<name>   (plain JSON into a Python pipeline, e.g. loan_decision)")
     print(f"  health           {base}/v2/health/ready")
     print(f"  repository       {base}/v2/repository/index")
     print(f"  Ray dashboard    {dashboard or 'not started'}")

@@ -309,21 +309,30 @@ class RepositoryController:
 
         ``token`` is what the calling replica has applied; it is the replica's ack. ``group`` is
         the replica's (application, deployment): the model's endpoint, or an ensemble or pipeline
-        that calls the model as a member. Returns None for a model this controller does not serve
-        (the replica keeps its table).
+        that calls the model as a member. Returns ``[]`` for a model that is not served (so an
+        ensemble's call to it fails at once instead of reaching a deleted version), and None while
+        this controller is still starting (the replica keeps its table).
         """
         group = tuple(group) if group else (endpoint_app(model), ENDPOINT_DEPLOYMENT)
         self._watchers.setdefault(model, {})[replica] = (token, time.monotonic(), group)
-        entry = self._models.get(model)
-        if self._started.is_set() and entry is not None and entry.endpoint and routes_token(entry.routes) != token:
-            return entry.routes
+        # Not before the first reconcile: a restarted controller's adopted table is not yet the one it means.
+        table = self._table(model) if self._started.is_set() else None
+        if table is not None and routes_token(table) != token:
+            return table
         event = self._changed.setdefault(model, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), WATCH_TIMEOUT_S)
         except asyncio.TimeoutError:
             pass
+        return self._table(model)
+
+    def _table(self, model: str) -> list[dict] | None:
+        """The published table of ``model``; [] when it is not served; None when that is not known
+        yet (this controller is still starting and has not seen the model)."""
         entry = self._models.get(model)
-        return entry.routes if entry is not None and entry.endpoint else None
+        if entry is not None and (entry.endpoint or entry.routes):
+            return list(entry.routes)
+        return [] if self._started.is_set() else None
 
     async def models(self) -> dict[str, dict]:
         """{model: {"versions": [served, newest first], "reason": str | None, "endpoint": bool}}."""

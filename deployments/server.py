@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import ray
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -59,6 +60,15 @@ class ServerIngress:
         self._static_index = index
         self._controller_name = controller
         self._controller = None
+        self._handles: dict[str, DeploymentHandle] = {}
+
+    def _endpoint(self, model: str) -> DeploymentHandle:
+        """The model's endpoint handle, made once: every handle object starts a router of its own."""
+        handle = self._handles.get(model)
+        if handle is None:
+            handle = serve.get_deployment_handle(ENDPOINT_DEPLOYMENT, app_name=endpoint_app(model))
+            self._handles[model] = handle
+        return handle
 
     def _controller_handle(self):
         if self._controller is None:
@@ -86,9 +96,8 @@ class ServerIngress:
 
     async def _ready(self) -> bool:
         async def one(model: str) -> bool:
-            handle = serve.get_deployment_handle(ENDPOINT_DEPLOYMENT, app_name=endpoint_app(model))
             try:
-                return await asyncio.wait_for(handle.ready.remote(), 5)
+                return await asyncio.wait_for(self._endpoint(model).ready.remote(), 5)
             except Exception:  # noqa: BLE001 - unreachable means not ready
                 return False
         return all(await asyncio.gather(*(one(m) for m in await self._serving())))
@@ -132,7 +141,7 @@ class ServerIngress:
         """Hand a request to a model's endpoint through its handle: the proxy does not route to it
         yet (Serve updates routes a moment after an application starts), or it is a pipeline's
         plain JSON route (``POST /pipelines/{name}``)."""
-        handle = serve.get_deployment_handle(ENDPOINT_DEPLOYMENT, app_name=endpoint_app(model))
+        handle = self._endpoint(model)
         body = await request.body() if request.method == "POST" else b""
         if plain_json:
             status, headers, payload = await handle.plain_json.remote(body)

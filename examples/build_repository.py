@@ -75,6 +75,9 @@ output [
   { name: "fraud_probability" data_type: TYPE_FP32 dims: [ 1 ] },
   { name: "credit_score" data_type: TYPE_FP32 dims: [ 1 ] }
 ]
+# Two replicas: this application parses every request's HTTP itself (the work the members' two
+# endpoints would share if a client called them one by one); the members batch across both.
+instance_group [ { count: 2 } ]
 ensemble_scheduling {
   step [
     {
@@ -117,6 +120,7 @@ output [
   { name: "credit_score" data_type: TYPE_FP32 dims: [ 1 ] },
   { name: "reasons" data_type: TYPE_STRING dims: [ 1 ] }
 ]
+instance_group [ { count: 2 } ]  # as risk_ensemble
 parameters { key: "pipeline" value: { string_value: "pipelines.loan_decision:LoanDecision" } }
 """
 

@@ -1,1 +1,5 @@
-"""Ensembles composed over model endpoints (the fraud + credit decision pipeline comes in a later issue)."""
+"""Models made of models: config-driven ensembles and Python pipelines (``docs/architecture.md``).
+
+``spec`` and ``graph`` say what a composite is and check it; ``ensemble`` and ``loan_decision``
+run one; ``members``, ``endpoint`` and ``app`` put it on Ray Serve.
+"""

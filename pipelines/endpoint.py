@@ -26,6 +26,7 @@ from pipelines.spec import pipeline_class
 
 __all__ = ["CompositeEndpoint"]
 
+
 class CompositeEndpoint(V2Endpoint):
     """v2 endpoint of one ensemble or pipeline.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.errors import ModelNotReady, ServingError, StepFailed
+from backends.errors import ModelNotFound, ModelNotReady, ServingError, StepFailed
 from deployments.http import unwrap_error
 from deployments.router import ModelRouter, replica_identity
 from deployments.routing import Route
@@ -65,7 +65,8 @@ class Members:
         """Run ``member`` on ``inputs``; any failure becomes a ``StepFailed`` naming step and member.
 
         Raises:
-            StepFailed: 503 while the member cannot serve, 500 for any other failure.
+            StepFailed: 503 while the member (or the pinned version) is not served, 500 for any
+                other failure.
         """
         label = step or f"member {member!r}"
         router = self._routers[member]
@@ -75,7 +76,8 @@ class Members:
             return (await router.infer(inputs, version))[1]
         except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
             cause = unwrap_error(exc)
-            status = 503 if isinstance(cause, ModelNotReady) else 500
+            # Not served (or not that version): the member cannot answer now; anything else is a fault.
+            status = 503 if isinstance(cause, (ModelNotReady, ModelNotFound)) else 500
             text = str(cause) if isinstance(cause, ServingError) else f"{type(cause).__name__}: {cause}"
             raise StepFailed(f"{self._composite!r} {label} failed: {text}", status) from exc
 

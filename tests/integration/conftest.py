@@ -151,7 +151,7 @@ def new_model(served: dict) -> Iterator[Callable[..., Path]]:
 
     yield add
     for model_dir in created:
-        shutil.rmtree(model_dir)
+        shutil.rmtree(model_dir, ignore_errors=True)  # a test may have removed it already
     for model_dir in created:
         name = model_dir.name
         wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 404,

@@ -141,6 +141,9 @@ def test_loan_decision_json_route_equals_the_members_by_hand(url: str) -> None:
         assert mine["credit_score"] == pytest.approx(theirs["credit_score"], rel=1e-5)
     single = requests.post(f"{url}/pipelines/loan_decision", json=APPLICATIONS[0], timeout=60)
     assert single.status_code == 200 and single.json()["decision"] == expected[0]["decision"]
+    # One hop shorter: the same JSON POSTed to the model's own path reaches the pipeline directly.
+    direct = requests.post(f"{url}/v2/models/loan_decision", json={"applications": APPLICATIONS}, timeout=60)
+    assert direct.status_code == 200 and direct.json() == response.json()
 
 
 def test_loan_decision_v2_endpoint_through_tritonclient(url: str) -> None:
@@ -203,6 +206,24 @@ def test_member_failure_is_a_500_naming_step_and_member(url: str, new_composite:
     assert v2_infer(url, "explodes_pair", one).status_code == 200  # nothing was taken down
 
 
+def test_a_member_that_goes_away_is_a_fast_503_naming_the_step(url: str, new_model: Callable[..., Path],
+                                                               new_composite: Callable[..., Path]) -> None:
+    model_dir = new_model("gone_member", seed=41)
+    new_composite("gone_pair", ensemble_config(
+        "gone_pair", [("gone_member", "features", "t", "fraud_probability", "p")], {"t": 16}, {"p": 1}))
+    row = {"t": np.zeros((1, 16), np.float32)}
+    assert v2_infer(url, "gone_pair", row).status_code == 200
+    shutil.rmtree(model_dir)
+    wait_for(lambda: v2_infer(url, "gone_member", {"features": row["t"]}).status_code == 404, 60, "the member gone")
+    start = time.perf_counter()
+    response = v2_infer(url, "gone_pair", row)
+    assert time.perf_counter() - start < 5, "a call to a removed member must not wait for it"
+    assert response.status_code == 503, response.text
+    assert "'gone_pair' step 0 (gone_member) failed" in response.json()["error"]
+    # The controller reports why the ensemble cannot work any more, and keeps it deployed.
+    wait_for(lambda: "missing member" in (index_rows(url, "gone_pair")[0].get("reason") or ""), 30, "the reason")
+
+
 @pytest.mark.parametrize("name, config, words", [
     ("ens_missing", ensemble_config("ens_missing", [("no_such_model", "x", "IN", "y", "OUT")], {"IN": 4}, {"OUT": 4}),
      ("step[0].model_name", "missing member")),
@@ -230,22 +251,24 @@ def test_bad_ensembles_are_rejected_at_load_with_the_reason(url: str, new_compos
     assert name not in serve.status().applications  # nothing was deployed for it
 
 
-def test_concurrent_ensemble_requests_form_member_batches(url: str) -> None:
-    row = {"transaction": np.zeros((1, 16), np.float32), "applicant": np.zeros((1, 8), np.float32)}
-    before = requests.get(f"{url}/v2/models/risk_ensemble/stats", timeout=30).json()["members"]
+def test_concurrent_ensemble_requests_form_member_batches(url: str, new_composite: Callable[..., Path]) -> None:
+    # One replica of its own, so its /stats (one replica's counters) covers every request sent here.
+    new_composite("batch_pair", ensemble_config(
+        "batch_pair", [("fraud", "features", "t", "fraud_probability", "p"),
+                       ("credit_score", "applicant", "a", "credit_score", "s")], {"t": 16, "a": 8}, {"p": 1, "s": 1}))
+    row = {"t": np.zeros((1, 16), np.float32), "a": np.zeros((1, 8), np.float32)}
 
     def burst(_: int) -> list[int]:
-        return [v2_infer(url, "risk_ensemble", row).status_code for _ in range(15)]
+        return [v2_infer(url, "batch_pair", row).status_code for _ in range(15)]
 
     with ThreadPoolExecutor(32) as pool:
         statuses = [s for batch in pool.map(burst, range(32)) for s in batch]
     assert statuses == [200] * len(statuses)
-    after = requests.get(f"{url}/v2/models/risk_ensemble/stats", timeout=30).json()["members"]
+    members = requests.get(f"{url}/v2/models/batch_pair/stats", timeout=30).json()["members"]
     for member in ("fraud", "credit_score"):
-        now, then = after[member]["1"], before.get(member, {}).get("1", {"rows": 0, "batches": 0})
-        rows, batches = now["rows"] - then["rows"], now["batches"] - then["batches"]
-        assert rows == len(statuses), (member, now, then)
-        assert batches < rows and now["max_rows"] > 1, (member, now)  # requests were combined
+        stats = members[member]["1"]
+        assert stats["rows"] == stats["requests"] == len(statuses), (member, stats)
+        assert stats["batches"] < stats["rows"] and stats["max_rows"] > 1, (member, stats)  # requests were combined
 
 
 def test_ensemble_latency_is_its_slowest_member_not_the_sum(url: str, new_model: Callable[..., Path],

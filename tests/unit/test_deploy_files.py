@@ -45,3 +45,17 @@ def test_cluster_nodes_start_ray_with_the_settings_infergrid_serve_uses() -> Non
         missing = [f"{name}={value}" for name, value in PERFORMANCE_ENV.items()
                    if name != "RAY_USAGE_STATS_ENABLED" and f"{name}={value}" not in text]
         assert not missing, f"{key} lacks {missing}"
+
+
+def test_serve_config_composites_call_the_version_apps_listed_beside_them(example_repository: Path) -> None:
+    from deployments.serve_config import repository_serve_config
+    from pipelines.app import build_composite_app
+
+    config = repository_serve_config(example_repository)
+    names = {a["name"] for a in config["applications"]}
+    composite = next(a for a in config["applications"] if a["name"] == "risk_ensemble")
+    assert composite["import_path"] == "pipelines.app:build_composite_app"
+    bound = build_composite_app(composite["args"])._bound_deployment  # Serve's own record of the arguments
+    static = bound.init_args[4]
+    assert {r["app"] for member in static.values() for r in member["routes"]} <= names
+    assert bound.num_replicas == 2  # instance_group count of the example
