@@ -94,10 +94,11 @@ def version_application(entry: ModelEntry, version: int, gpu_available: bool, ta
 
 
 def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0, replicas: int = 1,
-                         controller: str | None = None) -> Application:
+                         controller: str | None = None, metrics: bool = True) -> Application:
     """The application serving one model's HTTP API and batching its requests.
 
     ``routes`` is the table to start with; with a ``controller`` the replicas follow its table.
+    ``metrics`` false: the model's requests are not counted (``parameters.metrics``).
     """
     deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
         num_replicas=replicas,
@@ -106,7 +107,7 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
         user_config={"routes": routes},
         logging_config=QUIET_LOGS,
     )
-    return pin_code_version(deployment, "endpoint").bind(model, controller)
+    return pin_code_version(deployment, "endpoint").bind(model, controller, metrics)
 
 
 def server_application(index: dict[str, dict], controller: str | None = None) -> Application:
@@ -187,7 +188,7 @@ def build_version_app(args: dict) -> Application:
 def build_endpoint_app(args: dict) -> Application:
     """``import_path: deployments.app:build_endpoint_app``; args {model, routes, max_batch_size, replicas}."""
     return endpoint_application(args["model"], list(args["routes"]), int(args.get("max_batch_size", 0)),
-                                int(args.get("replicas", 1)))
+                                int(args.get("replicas", 1)), metrics=bool(args.get("metrics", True)))
 
 
 def build_server_app(args: dict) -> Application:

@@ -31,6 +31,9 @@ from ray import serve
 from backends.errors import ModelNotFound, RepositoryError, ServingError
 from backends.model_config import ModelConfig
 from deployments import app as apps
+from deployments.logs import configure_logging
+from deployments.metrics import Recorder
+from deployments.metrics_hub import metrics_enabled, report_forever
 from deployments.model import warmup_inputs
 from deployments.names import (
     CONTROLLER_NAME,
@@ -107,6 +110,8 @@ class RepositoryController:
         if mode not in MODES:
             raise ValueError(f"model control mode must be one of {MODES}, got {mode!r}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging("controller")
+        self._recorder = Recorder()  # load durations and failures, for /metrics
         self._root = Path(repository)
         self._mode = mode
         self._poll_secs = poll_secs
@@ -125,6 +130,7 @@ class RepositoryController:
         self._started = asyncio.Event()
         self._start_error: str | None = None
         self._main = asyncio.get_running_loop().create_task(self._run())
+        self._reporter = asyncio.get_running_loop().create_task(report_forever(CONTROLLER_NAME, self._recorder))
 
     # --- Serve calls ------------------------------------------------------------------------
 
@@ -322,7 +328,7 @@ class RepositoryController:
         event = self._changed.setdefault(model, asyncio.Event())
         try:
             await asyncio.wait_for(event.wait(), WATCH_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self._table(model)
 
@@ -578,13 +584,16 @@ class RepositoryController:
         for name in names:
             v = m.apps[name]
             reason = failures.get(name) or await self._warm(name)
+            labels = (m.name, str(v.version))
             if reason:
                 logger.error("model %s: version %d failed to load: %s", m.name, v.version, reason)
                 m.failed[v.version] = (v.tag, reason)
                 v.state = UNAVAILABLE
+                self._recorder.inc("infergrid_model_load_failures", labels)
             else:
                 v.state = READY
                 logger.info("model %s: version %d ready in %.1f s", m.name, v.version, time.monotonic() - started)
+                self._recorder.set("infergrid_model_load_duration_seconds", labels, time.monotonic() - started)
         broken = [name for name, v in m.apps.items() if v.state == UNAVAILABLE]
         if broken:
             await self._delete_versions(m, broken)
@@ -627,7 +636,8 @@ class RepositoryController:
             m.routes = routes
             await self._serve(lambda: apps.start_applications([apps.AppSpec(
                 endpoint_app(m.name),
-                apps.endpoint_application(m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME),
+                apps.endpoint_application(m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME,
+                                          metrics_enabled(config)),
                 model_route(m.name))]))
             failures = await self._wait_running([endpoint_app(m.name)])
             if failures:

@@ -21,6 +21,9 @@ from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound
 from deployments.http import error_response, json_response
+from deployments.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
+from deployments.metrics import Recorder, triton_statistics
+from deployments.metrics_hub import hub_handle, replica_recorder
 from deployments.names import model_route
 from deployments.protocol.v2 import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
 from deployments.router import ModelRouter, replica_identity
@@ -44,6 +47,7 @@ class V2Endpoint:
     """
 
     _model: str
+    _recorder: Recorder | None = None
 
     async def _infer(self, inputs: dict[str, np.ndarray],
                      version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
@@ -61,6 +65,15 @@ class V2Endpoint:
     async def _post_root(self, body: bytes) -> Response:
         return json_response({"error": "use GET here, or POST to .../infer"}, 405)
 
+    def _default_version(self) -> str:
+        """The version an unversioned request goes to, for counting requests that failed early."""
+        return ""
+
+    async def statistics(self, version: str | None = None) -> dict:
+        """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
+        merged = await hub_handle().collect.remote()
+        return triton_statistics(merged, self._model, version)
+
     async def _plain_json(self, body: bytes) -> Response:
         raise ModelNotFound(f"model {self._model!r} is not an ensemble or pipeline: it has no plain JSON route; "
                             f"use POST {model_route(self._model)}/infer")
@@ -72,12 +85,14 @@ class V2Endpoint:
     async def __call__(self, request: Request) -> Response:
         path = request.url.path[len(request.scope.get("root_path", "")):]
         body = await request.body() if request.method == "POST" else b""
-        return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body)
+        return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body,
+                                   request.headers.get(REQUEST_ID_HEADER))
 
-    async def http(self, method: str, path: str, header_length: str | None, body: bytes) -> tuple[int, dict, bytes]:
+    async def http(self, method: str, path: str, header_length: str | None, body: bytes,
+                   request_id: str | None = None) -> tuple[int, dict, bytes]:
         """The same HTTP API through a handle: for requests the server ingress received because the
         proxy did not route ``/v2/models/{model}`` here yet (a model loaded a moment ago)."""
-        return _as_tuple(await self._respond(method, path, header_length, body))
+        return _as_tuple(await self._respond(method, path, header_length, body, request_id))
 
     async def plain_json(self, body: bytes) -> tuple[int, dict, bytes]:
         """``POST /pipelines/{model}`` through a handle (the server ingress owns that path)."""
@@ -86,14 +101,26 @@ class V2Endpoint:
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
             return _as_tuple(error_response(exc, self._model))
 
-    async def _respond(self, method: str, path: str, header_length: str | None, body: bytes) -> Response:
-        match = _PATH.match(path)
+    async def _respond(self, method: str, path: str, header_length: str | None, body: bytes,
+                       request_id: str | None = None) -> Response:
+        """Answer one request, with its request id in every log line about it.
+
+        The id is the request's ``X-Request-ID`` header, or the one Serve generated for it (Serve's
+        HTTP ingress also puts it on the response); a v2 body ``id`` is logged beside it.
+        """
+        token = REQUEST_ID.set(request_id or new_request_id())
         try:
-            if match is None:
-                raise ModelNotFound(f"no route {method} {model_route(self._model)}{path}")
-            return await self._dispatch(method, match.group("version"), match.group("action"), header_length, body)
-        except Exception as exc:  # noqa: BLE001 - one renderer for every failure
-            return error_response(exc, self._model)
+            match = _PATH.match(path)
+            try:
+                if match is None:
+                    raise ModelNotFound(f"no route {method} {model_route(self._model)}{path}")
+                response = await self._dispatch(method, match.group("version"), match.group("action"),
+                                                header_length, body)
+            except Exception as exc:  # noqa: BLE001 - one renderer for every failure
+                response = error_response(exc, self._model)
+            return response
+        finally:
+            REQUEST_ID.reset(token)
 
     async def _dispatch(self, method: str, version: str | None, action: str | None, header_length: str | None,
                         body: bytes) -> Response:
@@ -109,7 +136,7 @@ class V2Endpoint:
             ready = await self.ready(version)
             return json_response({"name": self._model, "ready": ready}, 200 if ready else 503)
         if action == "/stats":
-            return json_response(await self.stats())
+            return json_response(await self.statistics(version))
         return json_response(await self.metadata(version))
 
     async def _http_infer(self, header_length: str | None, payload: bytes, version: str | None) -> Response:
@@ -117,7 +144,14 @@ class V2Endpoint:
             length = int(header_length) if header_length is not None else None
         except ValueError:
             raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
-        infer_request = decode_infer_request(payload, length)
+        try:
+            infer_request = decode_infer_request(payload, length)
+        except InvalidRequest:
+            if self._recorder is not None:  # never reached a version: counted against the one asked for
+                self._recorder.failure(self._model, str(version or self._default_version()), "OTHER", 0.0)
+            raise
+        if infer_request.id:
+            CLIENT_ID.set(infer_request.id)
         answered_by, outputs = await self._infer(infer_request.inputs, version)
         body, json_length = encode_infer_response(infer_request, self._model, str(answered_by), outputs)
         if json_length is None:
@@ -136,9 +170,11 @@ class ModelEndpoint(V2Endpoint):
     old version has stopped receiving requests.
     """
 
-    def __init__(self, model: str, controller: str | None = None) -> None:
+    def __init__(self, model: str, controller: str | None = None, metrics: bool = True) -> None:
         self._model = model
-        self._router = ModelRouter(model)
+        configure_logging(f"endpoint-{model}")
+        self._recorder = replica_recorder(metrics)
+        self._router = ModelRouter(model, recorder=self._recorder)
         self._following = controller is not None
         self._watch_task = None
         if controller:
@@ -166,5 +202,9 @@ class ModelEndpoint(V2Endpoint):
         return await self._router.ready(version)
 
     async def stats(self) -> dict:
-        """Batch counters per version, as this replica formed them."""
+        """Batch counters per version, as this replica formed them (``/stats`` is Triton's, cluster-wide)."""
         return self._router.stats()
+
+    def _default_version(self) -> str:
+        versions = self._router.versions
+        return str(versions[0]) if versions else ""

@@ -38,6 +38,8 @@ def error_response(exc: BaseException, model: str | None = None) -> Response:
     if isinstance(exc, ServingError):
         if exc.http_status >= 500:
             logger.warning("request failed: %s", exc)
+        else:
+            logger.info("request refused (%d): %s", exc.http_status, exc)
         return json_response({"error": str(exc)}, exc.http_status)
     where = f" in model {model!r}" if model else ""
     logger.exception("unexpected error%s", where, exc_info=exc)

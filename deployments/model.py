@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import BackendLoadError, ServingError
+from backends.gpu import gpu_samples
 from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
@@ -92,9 +93,30 @@ class ModelVersion:
         self._info = VersionInfo(model, version, config.platform, self._backend.signature, config.max_batch_size,
                                  device)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
+        self._gpu_reporting = device == "cpu"  # True once started; CPU replicas have nothing to report
+
+    def _start_gpu_reporting(self) -> None:
+        """GPU utilisation, memory and fragmentation, sampled before each report (GPU replicas only;
+        started on the first call, which runs on the replica's event loop)."""
+        from deployments.metrics_hub import replica_recorder
+
+        self._gpu_reporting = True
+        device = self._info.device
+        # The node and the physical GPU Ray gave this replica: the label dashboards show.
+        import ray
+
+        gpus = ray.get_gpu_ids()
+        label = f"{ray.util.get_node_ip_address()}:gpu{gpus[0] if gpus else device}"
+
+        def sample(recorder) -> None:
+            for name, value in gpu_samples(device).items():
+                recorder.set(name, (label,), value)
+        replica_recorder(True, sample)
 
     async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one stacked batch (already validated by the endpoint)."""
+        if not self._gpu_reporting:
+            self._start_gpu_reporting()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._backend.predict, inputs)
 

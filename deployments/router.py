@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,8 @@ from ray import serve
 
 from backends.errors import ModelNotFound, ModelNotReady, ServingError
 from deployments.batching import BatchStats, split_outputs, stack_inputs
+from deployments.http import unwrap_error
+from deployments.metrics import Recorder, failure_reason
 from deployments.model import VersionInfo
 from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT
 from deployments.protocol.v2 import validate_inputs
@@ -45,10 +48,14 @@ def replica_identity() -> tuple[str, tuple[str, str]]:
 
 
 class VersionRoute:
-    """Batch queue, counters and handle for one served version (one version application)."""
+    """Batch queue, counters and handle for one served version (one version application).
 
-    def __init__(self, model: str, route: Route, handle: Any = None) -> None:
+    With a ``recorder`` every request and batch is counted for ``/metrics`` (Triton's numbers).
+    """
+
+    def __init__(self, model: str, route: Route, handle: Any = None, recorder: Recorder | None = None) -> None:
         self.model, self.route, self.version = model, route, route.version
+        self._recorder, self._labels = recorder, (model, str(route.version))
         self.handle = handle if handle is not None else serve.get_deployment_handle(VERSION_DEPLOYMENT,
                                                                                      app_name=route.app)
         self.info: VersionInfo | None = None
@@ -100,11 +107,22 @@ class VersionRoute:
         if self.info is not None:
             self._configure_batching()
 
-    async def _run_batch(self, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        stacked, counts = stack_inputs(rows)
+    async def _run_batch(self, items: list[tuple[float, dict[str, np.ndarray]]]) -> list[tuple[dict, float, float]]:
+        """One batch of queued rows: (outputs, seconds queued, seconds of the batch) for each."""
+        start = time.perf_counter()
+        if self._recorder is not None:
+            self._recorder.add("infergrid_queue_depth", (self.model,), -len(items))
+        stacked, counts = stack_inputs([inputs for _, inputs in items])
         outputs = await self.handle.infer_batch.remote(stacked)
-        self.stats.record_batch(sum(counts))
-        return split_outputs(outputs, counts)
+        compute_s = time.perf_counter() - start
+        self._count_batch(sum(counts), compute_s)
+        return [(part, start - queued_at, compute_s)
+                for part, (queued_at, _) in zip(split_outputs(outputs, counts), items, strict=True)]
+
+    def _count_batch(self, rows: int, compute_s: float) -> None:
+        self.stats.record_batch(rows)
+        if self._recorder is not None:
+            self._recorder.batch(self.model, self._labels[1], rows, compute_s)
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate, then run through the batch queue (or alone without dynamic batching).
@@ -114,19 +132,45 @@ class VersionRoute:
         rows this way avoids ``batch_size_fn``, which Serve re-evaluates over the whole batch for
         every arrival.
         """
+        recorder = self._recorder
+        if recorder is None:
+            return (await self._infer(inputs))[0]
+        start = time.perf_counter()
+        recorder.add("nv_inference_pending_request_count", self._labels, 1)
+        try:
+            outputs, rows, queue_s, compute_s = await self._infer(inputs)
+        except Exception as exc:
+            cause = unwrap_error(exc)
+            status = cause.http_status if isinstance(cause, ServingError) else 500
+            recorder.failure(*self._labels, failure_reason(status), time.perf_counter() - start)
+            raise
+        finally:
+            recorder.add("nv_inference_pending_request_count", self._labels, -1)
+        recorder.success(*self._labels, rows, time.perf_counter() - start, queue_s, compute_s, int(time.time() * 1000))
+        return outputs
+
+    async def _infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, float, float]:
+        """(outputs, rows, seconds queued, seconds computing) of one request."""
         info = await self.describe()
         rows = validate_inputs(inputs, info.signature, info.max_batch_size)
         self.stats.requests += 1
         submit = self._submit
         if submit is None:
+            start = time.perf_counter()
             outputs = await self.handle.infer_batch.remote(inputs)
-            self.stats.record_batch(rows)
-            return outputs
+            compute_s = time.perf_counter() - start
+            self._count_batch(rows, compute_s)
+            return outputs, rows, 0.0, compute_s
+        if self._recorder is not None:
+            self._recorder.add("infergrid_queue_depth", (self.model,), rows)
+        now = time.perf_counter()
         if rows == 1:
-            return await submit(inputs)
-        parts = await asyncio.gather(*(submit({name: array[i:i + 1] for name, array in inputs.items()})
+            outputs, queue_s, compute_s = await submit((now, inputs))
+            return outputs, 1, queue_s, compute_s
+        parts = await asyncio.gather(*(submit((now, {name: array[i:i + 1] for name, array in inputs.items()}))
                                        for i in range(rows)))
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        outputs = {name: np.concatenate([part[0][name] for part in parts]) for name in parts[0][0]}
+        return outputs, rows, max(p[1] for p in parts), max(p[2] for p in parts)
 
 
 class ModelRouter:
@@ -137,11 +181,13 @@ class ModelRouter:
         handles: version handles by the route's ``app`` key, for tables whose versions are
             deployments of the same application (``serve run`` of a pipeline) rather than version
             applications of their own.
+        recorder: where requests and batches are counted (None: not counted).
     """
 
-    def __init__(self, model: str, handles: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, model: str, handles: Mapping[str, Any] | None = None, recorder: Recorder | None = None) -> None:
         self.model = model
         self._handles = dict(handles or {})
+        self._recorder = recorder
         self._routes: dict[int, VersionRoute] = {}
         self._order: list[int] = []
         self._token: str | None = None
@@ -169,7 +215,7 @@ class ModelRouter:
                     current.update(route)
                     routes[route.version] = current
                 else:
-                    routes[route.version] = VersionRoute(self.model, route, self._handles.get(route.app))
+                    routes[route.version] = VersionRoute(self.model, route, self._handles.get(route.app), self._recorder)
             fresh = [r for r in routes.values() if r.info is None]
             # Prepare before switching: unversioned requests must never meet a route that cannot answer.
             await asyncio.gather(*(r.describe() for r in fresh), return_exceptions=True)
@@ -233,7 +279,12 @@ class ModelRouter:
     async def infer(self, inputs: dict[str, np.ndarray],
                     version: str | int | None = None) -> tuple[int, dict[str, np.ndarray]]:
         """(version that answered, outputs)."""
-        route = self.route(version)
+        try:
+            route = self.route(version)
+        except ServingError as exc:  # never reached a version: counted against the one asked for
+            if self._recorder is not None:
+                self._recorder.failure(self.model, str(version or ""), failure_reason(exc.http_status), 0.0)
+            raise
         try:
             return route.version, await route.infer(inputs)
         except ServingError:

@@ -21,6 +21,9 @@ from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
 from deployments.http import error_response, json_response
+from deployments.logs import REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
+from deployments.metrics import render_prometheus, triton_statistics
+from deployments.metrics_hub import hub_handle
 from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
 from deployments.protocol.v2 import HEADER_LENGTH
 
@@ -29,7 +32,7 @@ __all__ = ["ServerIngress", "server_version"]
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
 _PIPELINE_PATH = re.compile(r"^/pipelines/(?P<model>[^/]+)$")
 _REPOSITORY_ACTION = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)$")
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 
 def server_version() -> str:
@@ -57,6 +60,7 @@ class ServerIngress:
     """Index: ``{model: {"versions": [..], "reason": str | None}}``; a reason marks a failed model."""
 
     def __init__(self, index: dict[str, dict], controller: str | None = None) -> None:
+        configure_logging("server")
         self._static_index = index
         self._controller_name = controller
         self._controller = None
@@ -148,14 +152,25 @@ class ServerIngress:
         else:
             path = request.url.path[len(model_route(model)):]
             status, headers, payload = await handle.http.remote(request.method, path,
-                                                                request.headers.get(HEADER_LENGTH), body)
+                                                                request.headers.get(HEADER_LENGTH), body,
+                                                                REQUEST_ID.get())
         return Response(payload, status_code=status, headers=headers)
 
     async def __call__(self, request: Request) -> Response:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
+        token = REQUEST_ID.set(request_id)
         try:
-            return await self._dispatch(request, request.url.path.rstrip("/") or "/")
+            response = await self._dispatch(request, request.url.path.rstrip("/") or "/")
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
-            return error_response(exc)
+            response = error_response(exc)
+        finally:
+            REQUEST_ID.reset(token)
+        return response  # Serve's HTTP ingress puts the same id on the response
+
+    async def _metrics(self) -> Response:
+        """``GET /metrics``: every replica's numbers, merged by the metrics hub, in Prometheus text."""
+        merged = await hub_handle().collect.remote()
+        return Response(render_prometheus(merged), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _dispatch(self, request: Request, path: str) -> Response:
         if path == "/v2/health/live":
@@ -165,6 +180,10 @@ class ServerIngress:
             return json_response({"ready": ready}, 200 if ready else 503)
         if path == "/v2":
             return json_response({"name": "infergrid", "version": server_version(), "extensions": EXTENSIONS})
+        if path == "/metrics" and request.method == "GET":
+            return await self._metrics()
+        if path == "/v2/models/stats" and request.method == "GET":
+            return json_response(triton_statistics(await hub_handle().collect.remote()))
         if path == "/v2/repository/index" and request.method == "POST":
             ready_only = bool((await _json_body(request)).get("ready", False))
             return json_response(await self.repository_index(ready_only))

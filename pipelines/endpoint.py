@@ -10,16 +10,20 @@ adoption treat it as any model's endpoint.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from starlette.responses import Response
 
-from backends.errors import ConfigError, InvalidRequest, ModelNotFound
+from backends.errors import ConfigError, InvalidRequest, ModelNotFound, ServingError
 from backends.model_config import ModelConfig
 from deployments.endpoint import V2Endpoint
 from deployments.http import json_response
+from deployments.logs import configure_logging
+from deployments.metrics import failure_reason
+from deployments.metrics_hub import metrics_enabled, replica_recorder
 from deployments.protocol.v2 import model_metadata, validate_inputs
 from pipelines.members import Members
 from pipelines.spec import pipeline_class
@@ -45,15 +49,33 @@ class CompositeEndpoint(V2Endpoint):
         if signature is None:
             raise ConfigError(f"{model}/config.pbtxt: input/output: an ensemble or pipeline declares its signature")
         self._signature = signature
+        configure_logging(f"composite-{model}")
+        self._recorder = replica_recorder(metrics_enabled(config))
         cls = pipeline_class(config)
-        self._members = Members(model, cls.member_names(config), controller, static)
+        self._members = Members(model, cls.member_names(config), controller, static, self._recorder)
         self._pipeline = cls(config, self._members)
 
     async def _infer(self, inputs: dict[str, np.ndarray],
                      version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
-        self._check_version(version)
-        validate_inputs(inputs, self._signature, self._config.max_batch_size)
-        return self._version, await self._pipeline.infer(inputs)
+        start = time.perf_counter()
+        try:
+            self._check_version(version)
+            rows = validate_inputs(inputs, self._signature, self._config.max_batch_size)
+            outputs = await self._pipeline.infer(inputs)
+        except Exception as exc:
+            if self._recorder is not None:
+                status = exc.http_status if isinstance(exc, ServingError) else 500
+                self._recorder.failure(self._model, str(self._version), failure_reason(status),
+                                       time.perf_counter() - start)
+            raise
+        if self._recorder is not None:  # the whole request: its members' own numbers are theirs
+            duration_s = time.perf_counter() - start
+            self._recorder.success(self._model, str(self._version), rows, duration_s, 0.0, duration_s,
+                                   int(time.time() * 1000))
+        return self._version, outputs
+
+    def _default_version(self) -> str:
+        return str(self._version)
 
     def _check_version(self, version: str | int | None) -> None:
         if version is not None and str(version) != str(self._version):

@@ -17,6 +17,7 @@ import numpy as np
 
 from backends.errors import ModelNotFound, ModelNotReady, ServingError, StepFailed
 from deployments.http import unwrap_error
+from deployments.metrics import Recorder
 from deployments.router import ModelRouter, replica_identity
 from deployments.routing import Route
 
@@ -34,13 +35,15 @@ class Members:
         controller: the repository controller's actor name: follow its tables.
         static: without a controller, ``{member: {"routes": [Route dicts], "handles": {app: handle}}}``
             (``serve run`` of a pipeline, whose members are deployments of the same application).
+        recorder: where member requests are counted (None: not counted).
     """
 
     def __init__(self, composite: str, names: tuple[str, ...], controller: str | None = None,
-                 static: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 static: Mapping[str, Mapping[str, Any]] | None = None, recorder: Recorder | None = None) -> None:
         self._composite = composite
         static = static or {}
-        self._routers = {name: ModelRouter(name, (static.get(name) or {}).get("handles")) for name in names}
+        # Member calls are counted as the member's requests (a member's numbers cover every caller).
+        self._routers = {name: ModelRouter(name, (static.get(name) or {}).get("handles"), recorder) for name in names}
         loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task] = []
         if controller:

@@ -115,17 +115,19 @@ def test_config_changes_apply_in_place_or_swap(url: str, new_model: Callable[...
         named = ray.util.list_named_actors(all_namespaces=True)
         return {a["name"] for a in named if a["name"].startswith(f"SERVE_REPLICA::{app}#")}
 
-    def stats() -> dict:
-        return requests.get(f"{url}/v2/models/tune/stats", timeout=30).json()["1"]
+    def max_batch() -> int:
+        """The largest batch version 1 ran, from Triton's statistics (cluster-wide, reported each second)."""
+        stats = requests.get(f"{url}/v2/models/tune/versions/1/stats", timeout=30).json()["model_stats"]
+        return max((b["batch_size"] for row in stats for b in row["batch_stats"]), default=0)
 
     before = replica_actors()
     traffic = Traffic(f"{url}/v2/models/tune/infer", BODY, CLIENTS).start()
     try:
-        time.sleep(1.5)
-        assert stats()["max_rows"] == 1, "without dynamic_batching every request runs alone"
+        wait_for(lambda: max_batch() > 0, 10, "the first batches in the statistics")
+        assert max_batch() == 1, "without dynamic_batching every request runs alone"
         (model_dir / "config.pbtxt").write_text(config_for("tune", **{"max_queue_delay_microseconds: 2000":
                                                                       "max_queue_delay_microseconds: 20000"}))
-        wait_for(lambda: stats()["max_rows"] > 1, 30, "batches of more than one row after enabling batching")
+        wait_for(lambda: max_batch() > 1, 30, "batches of more than one row after enabling batching")
         (model_dir / "config.pbtxt").write_text(config_for("tune", **{"count: 1": "count: 2"}))
         wait_for(lambda: len(replica_actors()) == 2, 60, "a second replica")
         assert before < replica_actors() and version_apps("tune") == {app}, "changed in place: nothing restarted"

@@ -251,8 +251,9 @@ def test_bad_ensembles_are_rejected_at_load_with_the_reason(url: str, new_compos
     assert name not in serve.status().applications  # nothing was deployed for it
 
 
-def test_concurrent_ensemble_requests_form_member_batches(url: str, new_composite: Callable[..., Path]) -> None:
-    # One replica of its own, so its /stats (one replica's counters) covers every request sent here.
+def test_concurrent_ensemble_requests_form_member_batches(url: str, new_composite: Callable[..., Path],
+                                                          run_async: Callable) -> None:
+    # One replica of its own, so its counters (one replica's) cover every request sent here.
     new_composite("batch_pair", ensemble_config(
         "batch_pair", [("fraud", "features", "t", "fraud_probability", "p"),
                        ("credit_score", "applicant", "a", "credit_score", "s")], {"t": 16, "a": 8}, {"p": 1, "s": 1}))
@@ -264,7 +265,10 @@ def test_concurrent_ensemble_requests_form_member_batches(url: str, new_composit
     with ThreadPoolExecutor(32) as pool:
         statuses = [s for batch in pool.map(burst, range(32)) for s in batch]
     assert statuses == [200] * len(statuses)
-    members = requests.get(f"{url}/v2/models/batch_pair/stats", timeout=30).json()["members"]
+    async def replica_stats() -> dict:
+        return await serve.get_app_handle("batch_pair").stats.remote()
+
+    members = run_async(replica_stats())["members"]
     for member in ("fraud", "credit_score"):
         stats = members[member]["1"]
         assert stats["rows"] == stats["requests"] == len(statuses), (member, stats)
