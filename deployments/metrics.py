@@ -17,7 +17,7 @@ import bisect
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["METRICS", "MetricSpec", "Recorder", "merge_snapshots", "render_prometheus", "triton_statistics",
+__all__ = ["METRICS", "MetricSpec", "Recorder", "Series", "merge_snapshots", "render_prometheus", "triton_statistics",
            "FAILURE_REASONS", "failure_reason"]
 
 # Triton's failure reasons (newer releases label nv_inference_request_failure with one of them).
@@ -76,14 +76,80 @@ def failure_reason(status: int) -> str:
     return "OTHER"
 
 
+class Series:
+    """One (model, version)'s request-path numbers: plain attributes, so a request costs a few adds."""
+
+    __slots__ = ("labels", "success", "rows", "duration_us", "queue_us", "compute_us", "pending", "queued",
+                 "last_ms", "latency", "executions", "batch_rows", "per_size")
+
+    def __init__(self, labels: tuple[str, str]) -> None:
+        self.labels = labels
+        self.success = self.rows = self.duration_us = self.queue_us = self.compute_us = 0.0
+        self.pending = self.queued = 0
+        self.last_ms = 0
+        self.latency = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.executions = 0
+        self.batch_rows = [0] * (len(BATCH_BUCKETS) + 1)
+        self.per_size: dict[int, list[float]] = {}  # rows -> [batches, compute ns]
+
+    def succeeded(self, rows: int, duration_s: float, queue_s: float, compute_s: float, now_ms: int) -> None:
+        """One answered request."""
+        self.success += 1
+        self.rows += rows
+        self.duration_us += duration_s * 1e6
+        self.queue_us += queue_s * 1e6
+        self.compute_us += compute_s * 1e6
+        self.latency[bisect.bisect_left(LATENCY_BUCKETS_S, duration_s)] += 1
+        self.last_ms = now_ms
+
+    def executed(self, rows: int, compute_s: float) -> None:
+        """One executed batch: for the exported counters and Triton's per-size ``batch_stats``."""
+        self.executions += 1
+        self.batch_rows[bisect.bisect_left(BATCH_BUCKETS, rows)] += 1
+        row = self.per_size.get(rows)
+        if row is None:
+            row = self.per_size[rows] = [0, 0.0]
+        row[0] += 1
+        row[1] += compute_s * 1e9
+
+    def _into(self, counters: list, gauges: list, histograms: list, batches: list) -> None:
+        labels = list(self.labels)
+        if self.success:
+            counters += [["nv_inference_request_success", labels, self.success],
+                         ["nv_inference_count", labels, self.rows],
+                         ["nv_inference_request_duration_us", labels, self.duration_us],
+                         ["nv_inference_queue_duration_us", labels, self.queue_us],
+                         ["nv_inference_compute_infer_duration_us", labels, self.compute_us]]
+            histograms.append(["infergrid_request_duration_seconds", labels,
+                               [*self.latency, self.duration_us / 1e6, self.success]])
+            gauges.append([_LAST_INFERENCE, labels, self.last_ms])
+        if self.executions:
+            counters.append(["nv_inference_exec_count", labels, self.executions])
+            sizes = sum(rows * row[0] for rows, row in self.per_size.items())
+            histograms.append(["infergrid_batch_size", labels, [*self.batch_rows, sizes, self.executions]])
+            batches += [[*labels, rows, list(row)] for rows, row in self.per_size.items()]
+        gauges.append(["nv_inference_pending_request_count", labels, self.pending])
+        gauges.append(["infergrid_queue_depth", [labels[0]], self.queued])
+
+
 class Recorder:
-    """One replica's numbers, cumulative since it started (what a snapshot carries)."""
+    """One replica's numbers, cumulative since it started (what a snapshot carries).
+
+    The request path uses ``series`` (one object per model and version); everything rarer
+    (failures, load times, GPU samples) goes through ``inc``/``set``.
+    """
 
     def __init__(self) -> None:
+        self._series: dict[tuple[str, str], Series] = {}
         self._counters: dict[tuple[str, tuple[str, ...]], float] = {}
         self._gauges: dict[tuple[str, tuple[str, ...]], float] = {}
-        self._histograms: dict[tuple[str, tuple[str, ...]], list[float]] = {}  # bucket counts..., sum, count
-        self._batches: dict[tuple[str, str, int], list[float]] = {}  # (model, version, size) -> [count, ns]
+
+    def series(self, model: str, version: str) -> Series:
+        key = (model, version)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = Series(key)
+        return found
 
     def inc(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
         key = (name, labels)
@@ -92,52 +158,19 @@ class Recorder:
     def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
         self._gauges[(name, labels)] = value
 
-    def add(self, name: str, labels: tuple[str, ...], delta: float) -> None:
-        """Move a gauge by ``delta`` (in-flight counts)."""
-        key = (name, labels)
-        self._gauges[key] = self._gauges.get(key, 0.0) + delta
-
-    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        buckets = METRICS[name].buckets
-        key = (name, labels)
-        row = self._histograms.get(key)
-        if row is None:
-            row = self._histograms[key] = [0.0] * (len(buckets) + 3)  # + the +Inf bucket, sum, count
-        row[bisect.bisect_left(buckets, value)] += 1
-        row[-2] += value
-        row[-1] += 1
-
-    def batch(self, model: str, version: str, rows: int, compute_s: float) -> None:
-        """One executed batch: for the exported counters and Triton's per-size ``batch_stats``."""
-        labels = (model, version)
-        self.inc("nv_inference_exec_count", labels)
-        self.observe("infergrid_batch_size", labels, rows)
-        row = self._batches.setdefault((model, version, rows), [0, 0])
-        row[0] += 1
-        row[1] += compute_s * 1e9
-
-    def success(self, model: str, version: str, rows: int, duration_s: float, queue_s: float, compute_s: float,
-                now_ms: int) -> None:
-        """One answered request."""
-        labels = (model, version)
-        self.inc("nv_inference_request_success", labels)
-        self.inc("nv_inference_count", labels, rows)
-        self.inc("nv_inference_request_duration_us", labels, duration_s * 1e6)
-        self.inc("nv_inference_queue_duration_us", labels, queue_s * 1e6)
-        self.inc("nv_inference_compute_infer_duration_us", labels, compute_s * 1e6)
-        self.observe("infergrid_request_duration_seconds", labels, duration_s)
-        self._gauges[(_LAST_INFERENCE, labels)] = now_ms
-
     def failure(self, model: str, version: str, reason: str, duration_s: float) -> None:
         self.inc("nv_inference_request_failure", (model, version, reason))
         self.inc("_failure_duration_us", (model, version), duration_s * 1e6)
 
     def snapshot(self) -> dict:
         """Plain data for the hub: lists of [name, labels, value(s)]."""
-        return {"counters": [[n, list(key), v] for (n, key), v in self._counters.items()],
-                "gauges": [[n, list(key), v] for (n, key), v in self._gauges.items()],
-                "histograms": [[n, list(key), list(v)] for (n, key), v in self._histograms.items()],
-                "batches": [[m, v, s, list(row)] for (m, v, s), row in self._batches.items()]}
+        counters = [[n, list(key), v] for (n, key), v in self._counters.items()]
+        gauges = [[n, list(key), v] for (n, key), v in self._gauges.items()]
+        histograms: list = []
+        batches: list = []
+        for series in list(self._series.values()):
+            series._into(counters, gauges, histograms, batches)
+        return {"counters": counters, "gauges": gauges, "histograms": histograms, "batches": batches}
 
 
 def merge_snapshots(snapshots: Iterable[Mapping], gauges_from: Iterable[Mapping] | None = None) -> dict:

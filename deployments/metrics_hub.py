@@ -17,7 +17,8 @@ import time
 
 from deployments.metrics import Recorder, merge_snapshots
 
-__all__ = ["MetricsHub", "HUB_NAME", "hub_handle", "report_forever", "replica_recorder", "metrics_enabled", "REPORT_INTERVAL_S"]
+__all__ = ["MetricsHub", "HUB_NAME", "hub_handle", "report_forever", "replica_recorder", "metrics_enabled",
+           "REPORT_INTERVAL_S"]
 
 HUB_NAME = "infergrid-metrics"
 REPORT_INTERVAL_S = 1.0
@@ -51,8 +52,8 @@ class MetricsHub:
         """One counter's value in each live replica's last report (for tests and debugging)."""
         out = {}
         for replica, (_, snapshot) in self._live.items():
-            for n, l, value in snapshot.get("counters", []):
-                if n == name and list(l) == list(labels):
+            for counter, counter_labels, value in snapshot.get("counters", []):
+                if counter == name and list(counter_labels) == list(labels):
                     out[replica] = value
         return out
 

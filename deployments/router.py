@@ -56,6 +56,7 @@ class VersionRoute:
     def __init__(self, model: str, route: Route, handle: Any = None, recorder: Recorder | None = None) -> None:
         self.model, self.route, self.version = model, route, route.version
         self._recorder, self._labels = recorder, (model, str(route.version))
+        self._series = recorder.series(model, str(route.version)) if recorder is not None else None
         self.handle = handle if handle is not None else serve.get_deployment_handle(VERSION_DEPLOYMENT,
                                                                                      app_name=route.app)
         self.info: VersionInfo | None = None
@@ -107,11 +108,12 @@ class VersionRoute:
         if self.info is not None:
             self._configure_batching()
 
-    async def _run_batch(self, items: list[tuple[float, dict[str, np.ndarray]]]) -> list[tuple[dict, float, float]]:
+    async def _run_batch(self, items: list[tuple[float, dict[str, np.ndarray]]]
+                         ) -> list[tuple[dict, float, float]]:
         """One batch of queued rows: (outputs, seconds queued, seconds of the batch) for each."""
         start = time.perf_counter()
-        if self._recorder is not None:
-            self._recorder.add("infergrid_queue_depth", (self.model,), -len(items))
+        if self._series is not None:
+            self._series.queued -= len(items)
         stacked, counts = stack_inputs([inputs for _, inputs in items])
         outputs = await self.handle.infer_batch.remote(stacked)
         compute_s = time.perf_counter() - start
@@ -121,8 +123,8 @@ class VersionRoute:
 
     def _count_batch(self, rows: int, compute_s: float) -> None:
         self.stats.record_batch(rows)
-        if self._recorder is not None:
-            self._recorder.batch(self.model, self._labels[1], rows, compute_s)
+        if self._series is not None:
+            self._series.executed(rows, compute_s)
 
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate, then run through the batch queue (or alone without dynamic batching).
@@ -132,21 +134,21 @@ class VersionRoute:
         rows this way avoids ``batch_size_fn``, which Serve re-evaluates over the whole batch for
         every arrival.
         """
-        recorder = self._recorder
-        if recorder is None:
+        series = self._series
+        if series is None:
             return (await self._infer(inputs))[0]
         start = time.perf_counter()
-        recorder.add("nv_inference_pending_request_count", self._labels, 1)
+        series.pending += 1
         try:
             outputs, rows, queue_s, compute_s = await self._infer(inputs)
         except Exception as exc:
             cause = unwrap_error(exc)
             status = cause.http_status if isinstance(cause, ServingError) else 500
-            recorder.failure(*self._labels, failure_reason(status), time.perf_counter() - start)
+            self._recorder.failure(*self._labels, failure_reason(status), time.perf_counter() - start)
             raise
         finally:
-            recorder.add("nv_inference_pending_request_count", self._labels, -1)
-        recorder.success(*self._labels, rows, time.perf_counter() - start, queue_s, compute_s, int(time.time() * 1000))
+            series.pending -= 1
+        series.succeeded(rows, time.perf_counter() - start, queue_s, compute_s, int(time.time() * 1000))
         return outputs
 
     async def _infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, float, float]:
@@ -161,8 +163,8 @@ class VersionRoute:
             compute_s = time.perf_counter() - start
             self._count_batch(rows, compute_s)
             return outputs, rows, 0.0, compute_s
-        if self._recorder is not None:
-            self._recorder.add("infergrid_queue_depth", (self.model,), rows)
+        if self._series is not None:
+            self._series.queued += rows
         now = time.perf_counter()
         if rows == 1:
             outputs, queue_s, compute_s = await submit((now, inputs))
@@ -215,7 +217,8 @@ class ModelRouter:
                     current.update(route)
                     routes[route.version] = current
                 else:
-                    routes[route.version] = VersionRoute(self.model, route, self._handles.get(route.app), self._recorder)
+                    handle = self._handles.get(route.app)
+                    routes[route.version] = VersionRoute(self.model, route, handle, self._recorder)
             fresh = [r for r in routes.values() if r.info is None]
             # Prepare before switching: unversioned requests must never meet a route that cannot answer.
             await asyncio.gather(*(r.describe() for r in fresh), return_exceptions=True)
@@ -252,7 +255,7 @@ class ModelRouter:
             return True
         try:
             await asyncio.wait_for(self._has_table.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

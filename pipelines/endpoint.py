@@ -70,8 +70,8 @@ class CompositeEndpoint(V2Endpoint):
             raise
         if self._recorder is not None:  # the whole request: its members' own numbers are theirs
             duration_s = time.perf_counter() - start
-            self._recorder.success(self._model, str(self._version), rows, duration_s, 0.0, duration_s,
-                                   int(time.time() * 1000))
+            self._recorder.series(self._model, str(self._version)).succeeded(rows, duration_s, 0.0, duration_s,
+                                                                             int(time.time() * 1000))
         return self._version, outputs
 
     def _default_version(self) -> str:

@@ -42,3 +42,13 @@ def test_onnx_uses_the_cuda_provider_when_present(example_repository: Path) -> N
     cpu = loaded(example_repository, "fraud", "cpu")
     np.testing.assert_allclose(backend.predict({"features": x})["fraud_probability"],
                                cpu.predict({"features": x})["fraud_probability"], rtol=1e-4)
+
+
+def test_gpu_samples_report_memory_and_fragmentation(example_repository: Path) -> None:
+    from backends.gpu import gpu_samples
+
+    backend = loaded(example_repository, "resnet50", "cuda:0")
+    backend.predict({"image": np.zeros((2, 3, 224, 224), np.float32)})
+    samples = gpu_samples("cuda:0")
+    assert 0 < samples["infergrid_gpu_memory_used_bytes"] <= samples["infergrid_gpu_memory_total_bytes"]
+    assert 0.0 <= samples["infergrid_gpu_memory_fragmentation"] < 1.0

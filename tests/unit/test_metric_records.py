@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def two_replicas() -> dict:
     a, b = Recorder(), Recorder()
     for recorder, rows in ((a, 1), (b, 3)):
-        recorder.success("fraud", "1", rows, 0.004, 0.001, 0.002, 1000 * rows)
-        recorder.batch("fraud", "1", rows, 0.002)
-        recorder.add("nv_inference_pending_request_count", ("fraud", "1"), 1)
+        series = recorder.series("fraud", "1")
+        series.succeeded(rows, 0.004, 0.001, 0.002, 1000 * rows)
+        series.executed(rows, 0.002)
+        series.pending += 1
     a.failure("fraud", "1", "OTHER", 0.0005)
     b.set("infergrid_gpu_memory_total_bytes", ("10.0.0.1:gpu0",), 80e9)
     a.set("infergrid_gpu_memory_total_bytes", ("10.0.0.1:gpu0",), 80e9)
