@@ -19,6 +19,8 @@ __all__ = [
     "BackendUnavailable",
     "InferenceFailed",
     "StepFailed",
+    "PayloadTooLarge",
+    "Overloaded",
 ]
 
 
@@ -96,3 +98,16 @@ class StepFailed(ServingError):
         super().__init__(message)
         self.args = (message, http_status)
         self.http_status = http_status
+
+
+class PayloadTooLarge(ServingError):
+    """A request over a size limit (body bytes, tensor elements); the message names the limit."""
+
+    http_status = 413
+
+
+class Overloaded(ServingError):
+    """A model's queue is full: answered at once with 503 and ``Retry-After`` instead of queueing."""
+
+    http_status = 503
+    retry_after_s = 1

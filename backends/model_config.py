@@ -49,10 +49,12 @@ class TensorConfig:
 
 @dataclass(frozen=True)
 class DynamicBatching:
-    """``dynamic_batching { preferred_batch_size, max_queue_delay_microseconds }``."""
+    """``dynamic_batching { preferred_batch_size, max_queue_delay_microseconds,
+    default_queue_policy { max_queue_size } }``; a max_queue_size of 0 leaves the queue unbounded."""
 
     preferred_batch_size: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 0
+    max_queue_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from backends.model_config import ModelConfig
 from deployments.endpoint import ModelEndpoint
 from deployments.model import ModelVersion
 from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
+from deployments.protocol.limits import RequestLimits
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
@@ -94,11 +95,13 @@ def version_application(entry: ModelEntry, version: int, gpu_available: bool, ta
 
 
 def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0, replicas: int = 1,
-                         controller: str | None = None, metrics: bool = True) -> Application:
+                         controller: str | None = None, metrics: bool = True,
+                         limits: RequestLimits | None = None) -> Application:
     """The application serving one model's HTTP API and batching its requests.
 
     ``routes`` is the table to start with; with a ``controller`` the replicas follow its table.
-    ``metrics`` false: the model's requests are not counted (``parameters.metrics``).
+    ``metrics`` false: the model's requests are not counted (``parameters.metrics``); ``limits``:
+    its request size limits (``parameters.max_request_bytes`` ...), as the endpoint starts.
     """
     deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
         num_replicas=replicas,
@@ -107,7 +110,7 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
         user_config={"routes": routes},
         logging_config=QUIET_LOGS,
     )
-    return pin_code_version(deployment, "endpoint").bind(model, controller, metrics)
+    return pin_code_version(deployment, "endpoint").bind(model, controller, metrics, limits)
 
 
 def server_application(index: dict[str, dict], controller: str | None = None) -> Application:

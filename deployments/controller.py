@@ -45,6 +45,7 @@ from deployments.names import (
     parse_version_app,
     version_app,
 )
+from deployments.protocol.limits import limits_for
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
@@ -637,7 +638,7 @@ class RepositoryController:
             await self._serve(lambda: apps.start_applications([apps.AppSpec(
                 endpoint_app(m.name),
                 apps.endpoint_application(m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME,
-                                          metrics_enabled(config)),
+                                          metrics_enabled(config), limits_for(config)),
                 model_route(m.name))]))
             failures = await self._wait_running([endpoint_app(m.name)])
             if failures:

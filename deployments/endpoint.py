@@ -19,12 +19,13 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backends.errors import InvalidRequest, ModelNotFound
+from backends.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
 from deployments.http import error_response, json_response
 from deployments.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
 from deployments.metrics import Recorder, triton_statistics
 from deployments.metrics_hub import hub_handle, replica_recorder
 from deployments.names import model_route
+from deployments.protocol.limits import RequestLimits, check_body_size
 from deployments.protocol.v2 import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
 from deployments.router import ModelRouter, replica_identity
 from deployments.routing import Route
@@ -48,6 +49,7 @@ class V2Endpoint:
 
     _model: str
     _recorder: Recorder | None = None
+    _limits: RequestLimits = RequestLimits()
 
     async def _infer(self, inputs: dict[str, np.ndarray],
                      version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
@@ -84,6 +86,12 @@ class V2Endpoint:
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path[len(request.scope.get("root_path", "")):]
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limits.max_body_bytes:  # refused before it is read
+            try:
+                check_body_size(int(declared), self._limits)
+            except PayloadTooLarge as exc:
+                return error_response(exc, self._model)
         body = await request.body() if request.method == "POST" else b""
         return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body,
                                    request.headers.get(REQUEST_ID_HEADER))
@@ -145,8 +153,8 @@ class V2Endpoint:
         except ValueError:
             raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
         try:
-            infer_request = decode_infer_request(payload, length)
-        except InvalidRequest:
+            infer_request = decode_infer_request(payload, length, self._limits)
+        except (InvalidRequest, PayloadTooLarge):
             if self._recorder is not None:  # never reached a version: counted against the one asked for
                 self._recorder.failure(self._model, str(version or self._default_version()), "OTHER", 0.0)
             raise
@@ -170,8 +178,10 @@ class ModelEndpoint(V2Endpoint):
     old version has stopped receiving requests.
     """
 
-    def __init__(self, model: str, controller: str | None = None, metrics: bool = True) -> None:
+    def __init__(self, model: str, controller: str | None = None, metrics: bool = True,
+                 limits: RequestLimits | None = None) -> None:
         self._model = model
+        self._limits = limits or RequestLimits()
         configure_logging(f"endpoint-{model}")
         self._recorder = replica_recorder(metrics)
         self._router = ModelRouter(model, recorder=self._recorder)

@@ -20,7 +20,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from backends.errors import ModelNotFound, ModelNotReady, ServingError
+from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ServingError
 from deployments.batching import BatchStats, split_outputs, stack_inputs
 from deployments.http import unwrap_error
 from deployments.metrics import Recorder, failure_reason
@@ -62,6 +62,7 @@ class VersionRoute:
         self.info: VersionInfo | None = None
         self.stats = BatchStats()
         self._submit: Any = None
+        self._queued = 0  # rows in the batch queue, for max_queue_size
         self._lock = asyncio.Lock()
 
     async def describe(self) -> VersionInfo:
@@ -112,6 +113,7 @@ class VersionRoute:
                          ) -> list[tuple[dict, float, float]]:
         """One batch of queued rows: (outputs, seconds queued, seconds of the batch) for each."""
         start = time.perf_counter()
+        self._queued -= len(items)
         if self._series is not None:
             self._series.queued -= len(items)
         stacked, counts = stack_inputs([inputs for _, inputs in items])
@@ -163,6 +165,11 @@ class VersionRoute:
             compute_s = time.perf_counter() - start
             self._count_batch(rows, compute_s)
             return outputs, rows, 0.0, compute_s
+        limit = self.route.max_queue_rows
+        if limit and self._queued + rows > limit:
+            raise Overloaded(f"model {self.model!r} version {self.version}: the queue is full "
+                             f"({self._queued} rows waiting; max_queue_size {limit}); retry later")
+        self._queued += rows
         if self._series is not None:
             self._series.queued += rows
         now = time.perf_counter()

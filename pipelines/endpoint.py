@@ -24,6 +24,7 @@ from deployments.http import json_response
 from deployments.logs import configure_logging
 from deployments.metrics import failure_reason
 from deployments.metrics_hub import metrics_enabled, replica_recorder
+from deployments.protocol.limits import limits_for
 from deployments.protocol.v2 import model_metadata, validate_inputs
 from pipelines.members import Members
 from pipelines.spec import pipeline_class
@@ -49,6 +50,7 @@ class CompositeEndpoint(V2Endpoint):
         if signature is None:
             raise ConfigError(f"{model}/config.pbtxt: input/output: an ensemble or pipeline declares its signature")
         self._signature = signature
+        self._limits = limits_for(config)
         configure_logging(f"composite-{model}")
         self._recorder = replica_recorder(metrics_enabled(config))
         cls = pipeline_class(config)

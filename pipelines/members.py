@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.errors import ModelNotFound, ModelNotReady, ServingError, StepFailed
+from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ServingError, StepFailed
 from deployments.http import unwrap_error
 from deployments.metrics import Recorder
 from deployments.router import ModelRouter, replica_identity
@@ -80,7 +80,7 @@ class Members:
         except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
             cause = unwrap_error(exc)
             # Not served (or not that version): the member cannot answer now; anything else is a fault.
-            status = 503 if isinstance(cause, (ModelNotReady, ModelNotFound)) else 500
+            status = 503 if isinstance(cause, (ModelNotReady, ModelNotFound, Overloaded)) else 500
             text = str(cause) if isinstance(cause, ServingError) else f"{type(cause).__name__}: {cause}"
             raise StepFailed(f"{self._composite!r} {label} failed: {text}", status) from exc
 

@@ -15,6 +15,7 @@ import numpy as np
 from backends.dtypes import V2_DATATYPES, numpy_to_v2
 from backends.errors import InputMismatch, InvalidRequest
 from backends.signature import ModelSignature
+from deployments.protocol.limits import RequestLimits, check_body_size, check_elements, check_json_depth
 from deployments.protocol.tensors import array_from_binary, array_from_json, array_to_binary, array_to_json
 
 __all__ = ["InferRequest", "decode_infer_request", "validate_inputs", "encode_infer_response",
@@ -42,7 +43,7 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def _parse_header(body: bytes, header_length: int | None) -> tuple[dict, memoryview]:
+def _parse_header(body: bytes, header_length: int | None, limits: RequestLimits) -> tuple[dict, memoryview]:
     view = memoryview(body)
     if header_length is not None:
         if not 0 < header_length <= len(body):
@@ -51,6 +52,7 @@ def _parse_header(body: bytes, header_length: int | None) -> tuple[dict, memoryv
         header_bytes, rest = view[:header_length], view[header_length:]
     else:
         header_bytes, rest = view, view[len(view):]
+    check_json_depth(bytes(header_bytes), limits)
     try:
         header = json.loads(bytes(header_bytes))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -98,21 +100,27 @@ def _requested_outputs(header: dict) -> tuple[RequestedOutput, ...] | None:
     return tuple(requested)
 
 
-def decode_infer_request(body: bytes, header_length: int | None = None) -> InferRequest:
+def decode_infer_request(body: bytes, header_length: int | None = None,
+                         limits: RequestLimits | None = None) -> InferRequest:
     """Decode the body of ``POST .../infer``.
 
     Args:
         body: the raw HTTP body.
         header_length: the ``Inference-Header-Content-Length`` header, when present (binary form).
+        limits: size limits (``deployments.protocol.limits``), checked before anything is decoded.
 
     Raises:
-        InvalidRequest: malformed JSON or a missing field; the message names it.
+        PayloadTooLarge: over a size limit (413); the message names it.
+        InvalidRequest: malformed JSON, too deeply nested, or a missing field; the message names it.
         InputMismatch: a tensor's data does not match its shape or datatype.
     """
-    header, binary = _parse_header(body, header_length)
+    limits = limits or RequestLimits()
+    check_body_size(len(body), limits)
+    header, binary = _parse_header(body, header_length, limits)
     inputs_json = header.get("inputs")
     if not isinstance(inputs_json, list) or not inputs_json:
         raise InvalidRequest("'inputs' must be a non-empty list")
+    check_elements({str(e.get("name")): e.get("shape") for e in inputs_json if isinstance(e, dict)}, limits)
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for index, entry in enumerate(inputs_json):

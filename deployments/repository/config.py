@@ -117,14 +117,22 @@ def _platform(reader: _Reader) -> str | None:
 def _dynamic_batching(reader: _Reader | None) -> DynamicBatching | None:
     if reader is None:
         return None
-    reader.warn_unknown({"preferred_batch_size", "max_queue_delay_microseconds"})
+    reader.warn_unknown({"preferred_batch_size", "max_queue_delay_microseconds", "default_queue_policy"})
     delay = reader.one("max_queue_delay_microseconds", int, 0)
     if delay < 0:
         raise reader.fail("max_queue_delay_microseconds", "must be >= 0")
     preferred = reader.ints("preferred_batch_size")
     if any(size <= 0 for size in preferred):
         raise reader.fail("preferred_batch_size", "sizes must be positive")
-    return DynamicBatching(preferred_batch_size=preferred, max_queue_delay_microseconds=delay)
+    max_queue_size = 0
+    policy = reader.child("default_queue_policy")
+    if policy is not None:
+        policy.warn_unknown({"max_queue_size"})
+        max_queue_size = policy.one("max_queue_size", int, 0)
+        if max_queue_size < 0:
+            raise policy.fail("max_queue_size", "must be >= 0 (0: unbounded)")
+    return DynamicBatching(preferred_batch_size=preferred, max_queue_delay_microseconds=delay,
+                           max_queue_size=max_queue_size)
 
 
 def _instance_group(reader: _Reader) -> InstanceGroup:

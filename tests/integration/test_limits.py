@@ -1,0 +1,70 @@
+"""Input limits and the bounded queue over real HTTP: clear 413/400/503 answers, nothing taken down."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from repository_helpers import BODY, config_for
+
+pytestmark = pytest.mark.integration
+
+
+def post(url: str, model: str, data: bytes) -> requests.Response:
+    return requests.post(f"{url}/v2/models/{model}/infer", data=data, timeout=60,
+                         headers={"Content-Type": "application/json"})
+
+
+def test_oversized_deep_and_huge_requests_are_refused_by_their_limit(url: str) -> None:
+    big = json.dumps({"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32",
+                                  "data": [0.0] * (3 * 1024 * 1024)}]}).encode()
+    assert len(big) > 10 * 1024 * 1024
+    start = time.perf_counter()
+    response = post(url, "fraud", big)
+    assert response.status_code == 413 and "parameters.max_request_bytes" in response.json()["error"]
+    assert time.perf_counter() - start < 10
+    deep = json.dumps(BODY).encode().replace(b'"data": [', b'"data": ' + b"[" * 5000, 1)
+    response = post(url, "fraud", deep)
+    assert response.status_code == 400 and "parameters.max_json_depth" in response.json()["error"]
+    huge = json.dumps({"inputs": [{"name": "features", "shape": [1 << 20, 1 << 20], "datatype": "FP32",
+                                   "data": [0.0]}]}).encode()
+    response = post(url, "fraud", huge)
+    assert response.status_code == 413 and "parameters.max_request_elements" in response.json()["error"]
+    assert post(url, "fraud", json.dumps(BODY).encode()).status_code == 200  # and it still serves
+
+
+def test_a_model_sets_its_own_body_limit(url: str, new_model: Callable[..., Path]) -> None:
+    config = config_for("small_body") + 'parameters { key: "max_request_bytes" value: { string_value: "1500" } }\n'
+    new_model("small_body", seed=61, config=config)
+    assert post(url, "small_body", json.dumps(BODY).encode()).status_code == 200
+    two_rows = {"inputs": [{**BODY["inputs"][0], "shape": [8, 16], "data": BODY["inputs"][0]["data"] * 8}]}
+    response = post(url, "small_body", json.dumps(two_rows).encode())
+    assert response.status_code == 413 and "limit of 1500 bytes" in response.json()["error"]
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(url: str, new_model: Callable[..., Path]) -> None:
+    slow_queue = config_for("bounded", **{"max_queue_delay_microseconds: 2000":
+                                          "max_queue_delay_microseconds: 400000 "
+                                          "default_queue_policy { max_queue_size: 4 }"})
+    new_model("bounded", seed=62, config=slow_queue)
+    time.sleep(0.5)
+
+    def one(_: int) -> tuple[int, float, str | None]:
+        start = time.perf_counter()
+        response = post(url, "bounded", json.dumps(BODY).encode())
+        return response.status_code, time.perf_counter() - start, response.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(one, range(12)))
+    ok = [a for a in answers if a[0] == 200]
+    full = [a for a in answers if a[0] == 503]
+    assert ok and full and len(ok) + len(full) == 12, answers
+    assert len(ok) <= 4 + 4  # a batch of at most 4 queued rows, and perhaps the next one
+    assert all(retry == "1" for _, _, retry in full)
+    assert max(seconds for _, seconds, _ in full) < 0.3, full  # refused at once, not after the 0.4 s wait
+    assert post(url, "bounded", json.dumps(BODY).encode()).status_code == 200

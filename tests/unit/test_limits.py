@@ -1,0 +1,56 @@
+"""Request size limits and the bounded queue's config: pure, no Ray."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backends.errors import InvalidRequest, PayloadTooLarge
+from deployments.protocol.limits import RequestLimits, check_json_depth, limits_for
+from deployments.protocol.v2 import decode_infer_request
+from deployments.repository.config import parse_config
+from deployments.routing import route_for
+
+ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]}
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+def test_json_depth_is_checked_before_parsing() -> None:
+    limits = RequestLimits(max_json_depth=8)
+    check_json_depth(nested(8), limits)
+    with pytest.raises(InvalidRequest, match=r"deeper than 8 levels \(parameters.max_json_depth\)"):
+        check_json_depth(nested(9), limits)
+    # Brackets inside strings, escaped quotes included, are text, not nesting.
+    check_json_depth(json.dumps({"s": "[[[[[[[[[[[[", "t": 'say \\"[[[[[[[[[["'}).encode(), limits)
+    # A deep body is refused by the decoder with the same message (json.loads never sees it).
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": 0}]}).encode()
+    body = body.replace(b'"data": 0', b'"data": ' + nested(100_000))
+    with pytest.raises(InvalidRequest, match="max_json_depth"):
+        decode_infer_request(body)
+
+
+def test_body_and_element_limits_are_413_naming_the_limit() -> None:
+    body = json.dumps(ROW).encode()
+    with pytest.raises(PayloadTooLarge, match=f"{len(body)} bytes exceeds the limit of 10 bytes"):
+        decode_infer_request(body, limits=RequestLimits(max_body_bytes=10))
+    huge = {"inputs": [{"name": "x", "shape": [100000, 100000], "datatype": "FP32", "data": [0]}]}
+    with pytest.raises(PayloadTooLarge, match=r"input 'x'.*parameters.max_request_elements"):
+        decode_infer_request(json.dumps(huge).encode())
+    assert decode_infer_request(body).inputs["x"].shape == (1, 4)
+
+
+def test_limits_and_queue_size_come_from_the_config() -> None:
+    config = parse_config(
+        'backend: "onnxruntime" max_batch_size: 8 dynamic_batching { max_queue_delay_microseconds: 100 '
+        'default_queue_policy { max_queue_size: 16 } } '
+        'parameters { key: "max_request_bytes" value: { string_value: "2048" } }', "m/config.pbtxt", "m")
+    assert limits_for(config) == RequestLimits(max_body_bytes=2048)
+    assert config.dynamic_batching.max_queue_size == 16
+    assert route_for(1, "m:v1", config).max_queue_rows == 16
+    with pytest.raises(Exception, match="max_queue_size"):
+        parse_config('backend: "onnxruntime" max_batch_size: 8 dynamic_batching { default_queue_policy '
+                     '{ max_queue_size: -1 } }', "m/config.pbtxt", "m")
