@@ -21,6 +21,7 @@ __all__ = [
     "StepFailed",
     "PayloadTooLarge",
     "Overloaded",
+    "RequestTimeout",
 ]
 
 
@@ -111,3 +112,9 @@ class Overloaded(ServingError):
 
     http_status = 503
     retry_after_s = 1
+
+
+class RequestTimeout(ServingError):
+    """A request not answered within its timeout (the model's default or the request's own)."""
+
+    http_status = 504

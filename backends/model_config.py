@@ -55,6 +55,7 @@ class DynamicBatching:
     preferred_batch_size: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 0
     max_queue_size: int = 0
+    default_timeout_microseconds: int = 0  # 0: no timeout
 
 
 @dataclass(frozen=True)

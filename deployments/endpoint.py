@@ -35,6 +35,31 @@ __all__ = ["ModelEndpoint", "V2Endpoint"]
 _PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats)?/?$")
 
 
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+
+
+def request_timeout_s(header_ms: str | None, parameter_us: object) -> float | None:
+    """A request's own timeout: its ``X-Request-Timeout-Ms`` header, else Triton's request
+    parameter ``timeout`` (microseconds); None when it has neither.
+
+    Raises:
+        InvalidRequest: not a positive number.
+    """
+    if header_ms is not None:
+        try:
+            value_s = float(header_ms) / 1000
+        except ValueError:
+            value_s = -1.0
+        if not value_s > 0:
+            raise InvalidRequest(f"{TIMEOUT_HEADER} must be a positive number of milliseconds, got {header_ms!r}")
+        return value_s
+    if parameter_us is None:
+        return None
+    if isinstance(parameter_us, bool) or not isinstance(parameter_us, (int, float)) or parameter_us <= 0:
+        raise InvalidRequest(f"parameters.timeout must be a positive number of microseconds, got {parameter_us!r}")
+    return parameter_us / 1e6
+
+
 def _as_tuple(response: Response) -> tuple[int, dict, bytes]:
     return response.status_code, dict(response.headers), bytes(response.body)
 
@@ -51,8 +76,8 @@ class V2Endpoint:
     _recorder: Recorder | None = None
     _limits: RequestLimits = RequestLimits()
 
-    async def _infer(self, inputs: dict[str, np.ndarray],
-                     version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
+    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
+                     timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
         raise NotImplementedError
 
     async def metadata(self, version: int | None = None) -> dict:
@@ -94,7 +119,7 @@ class V2Endpoint:
                 return error_response(exc, self._model)
         body = await request.body() if request.method == "POST" else b""
         return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body,
-                                   request.headers.get(REQUEST_ID_HEADER))
+                                   request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))
 
     async def http(self, method: str, path: str, header_length: str | None, body: bytes,
                    request_id: str | None = None) -> tuple[int, dict, bytes]:
@@ -110,7 +135,7 @@ class V2Endpoint:
             return _as_tuple(error_response(exc, self._model))
 
     async def _respond(self, method: str, path: str, header_length: str | None, body: bytes,
-                       request_id: str | None = None) -> Response:
+                       request_id: str | None = None, timeout_ms: str | None = None) -> Response:
         """Answer one request, with its request id in every log line about it.
 
         The id is the request's ``X-Request-ID`` header, or the one Serve generated for it (Serve's
@@ -123,7 +148,7 @@ class V2Endpoint:
                 if match is None:
                     raise ModelNotFound(f"no route {method} {model_route(self._model)}{path}")
                 response = await self._dispatch(method, match.group("version"), match.group("action"),
-                                                header_length, body)
+                                                header_length, body, timeout_ms)
             except Exception as exc:  # noqa: BLE001 - one renderer for every failure
                 response = error_response(exc, self._model)
             return response
@@ -131,11 +156,11 @@ class V2Endpoint:
             REQUEST_ID.reset(token)
 
     async def _dispatch(self, method: str, version: str | None, action: str | None, header_length: str | None,
-                        body: bytes) -> Response:
+                        body: bytes, timeout_ms: str | None = None) -> Response:
         if action == "/infer":
             if method != "POST":
                 return json_response({"error": "use POST for infer"}, 405)
-            return await self._http_infer(header_length, body, version)
+            return await self._http_infer(header_length, body, version, timeout_ms)
         if method == "POST" and action is None and version is None:
             return await self._post_root(body)
         if method != "GET":
@@ -147,7 +172,8 @@ class V2Endpoint:
             return json_response(await self.statistics(version))
         return json_response(await self.metadata(version))
 
-    async def _http_infer(self, header_length: str | None, payload: bytes, version: str | None) -> Response:
+    async def _http_infer(self, header_length: str | None, payload: bytes, version: str | None,
+                          timeout_ms: str | None = None) -> Response:
         try:
             length = int(header_length) if header_length is not None else None
         except ValueError:
@@ -160,7 +186,8 @@ class V2Endpoint:
             raise
         if infer_request.id:
             CLIENT_ID.set(infer_request.id)
-        answered_by, outputs = await self._infer(infer_request.inputs, version)
+        timeout_s = request_timeout_s(timeout_ms, infer_request.parameters.get("timeout"))
+        answered_by, outputs = await self._infer(infer_request.inputs, version, timeout_s)
         body, json_length = encode_infer_response(infer_request, self._model, str(answered_by), outputs)
         if json_length is None:
             return Response(body, media_type="application/json")
@@ -196,9 +223,9 @@ class ModelEndpoint(V2Endpoint):
         if not self._following or self._router.token is None:
             await self._router.apply([Route.from_dict(r) for r in user_config.get("routes", [])])
 
-    async def _infer(self, inputs: dict[str, np.ndarray],
-                     version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
-        return await self._router.infer(inputs, version)
+    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
+                     timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        return await self._router.infer(inputs, version, timeout_s)
 
     async def metadata(self, version: int | None = None) -> dict:
         """The v2 model metadata object."""

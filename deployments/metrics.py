@@ -69,7 +69,7 @@ _LAST_INFERENCE = "last_inference_ms"  # kept for Triton's statistics, not expor
 
 def failure_reason(status: int) -> str:
     """Triton's reason for a failed request, from the HTTP status it got."""
-    if status == 503:
+    if status in (503, 504):  # not ready, queue full, timed out
         return "REJECTED"
     if status >= 500:
         return "BACKEND"

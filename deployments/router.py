@@ -20,7 +20,7 @@ import numpy as np
 import ray
 from ray import serve
 
-from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ServingError
+from backends.errors import ModelNotFound, ModelNotReady, Overloaded, RequestTimeout, ServingError
 from deployments.batching import BatchStats, split_outputs, stack_inputs
 from deployments.http import unwrap_error
 from deployments.metrics import Recorder, failure_reason
@@ -45,6 +45,15 @@ def replica_identity() -> tuple[str, tuple[str, str]]:
     """
     context = serve.get_replica_context()
     return context.replica_id.unique_id, (context.app_name, context.deployment)
+
+
+class _QueuedRow:
+    """One row waiting in a batch queue: when it was queued, and whether a batch took it."""
+
+    __slots__ = ("queued_at", "inputs", "started")
+
+    def __init__(self, queued_at: float, inputs: dict[str, np.ndarray]) -> None:
+        self.queued_at, self.inputs, self.started = queued_at, inputs, False
 
 
 class VersionRoute:
@@ -109,40 +118,51 @@ class VersionRoute:
         if self.info is not None:
             self._configure_batching()
 
-    async def _run_batch(self, items: list[tuple[float, dict[str, np.ndarray]]]
-                         ) -> list[tuple[dict, float, float]]:
-        """One batch of queued rows: (outputs, seconds queued, seconds of the batch) for each."""
+    async def _run_batch(self, items: list[_QueuedRow]) -> list[tuple[dict, float, float]]:
+        """One batch of queued rows: (outputs, seconds queued, seconds of the batch) for each.
+
+        Serve leaves out rows whose caller gave up (timed out); those were unqueued by the caller.
+        """
         start = time.perf_counter()
-        self._queued -= len(items)
-        if self._series is not None:
-            self._series.queued -= len(items)
-        stacked, counts = stack_inputs([inputs for _, inputs in items])
+        for item in items:
+            item.started = True
+        self._unqueue(len(items))
+        stacked, counts = stack_inputs([item.inputs for item in items])
         outputs = await self.handle.infer_batch.remote(stacked)
         compute_s = time.perf_counter() - start
         self._count_batch(sum(counts), compute_s)
-        return [(part, start - queued_at, compute_s)
-                for part, (queued_at, _) in zip(split_outputs(outputs, counts), items, strict=True)]
+        return [(part, start - item.queued_at, compute_s)
+                for part, item in zip(split_outputs(outputs, counts), items, strict=True)]
+
+    def _unqueue(self, rows: int) -> None:
+        self._queued -= rows
+        if self._series is not None:
+            self._series.queued -= rows
 
     def _count_batch(self, rows: int, compute_s: float) -> None:
         self.stats.record_batch(rows)
         if self._series is not None:
             self._series.executed(rows, compute_s)
 
-    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: dict[str, np.ndarray], timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """Validate, then run through the batch queue (or alone without dynamic batching).
+
+        ``timeout_s`` (the request's own, else the model's ``default_timeout_microseconds``) bounds
+        the wait: past it the request fails with 504 (its row may still run in a batch already formed).
 
         The queue holds single rows, so a formed batch never exceeds its row limit. A request of
         n rows enters as n rows and gets them back in order (they may span two batches). Counting
         rows this way avoids ``batch_size_fn``, which Serve re-evaluates over the whole batch for
         every arrival.
         """
+        timeout_s = timeout_s or (self.route.timeout_us / 1e6 if self.route.timeout_us else None)
         series = self._series
         if series is None:
-            return (await self._infer(inputs))[0]
+            return (await self._bounded(inputs, timeout_s))[0]
         start = time.perf_counter()
         series.pending += 1
         try:
-            outputs, rows, queue_s, compute_s = await self._infer(inputs)
+            outputs, rows, queue_s, compute_s = await self._bounded(inputs, timeout_s)
         except Exception as exc:
             cause = unwrap_error(exc)
             status = cause.http_status if isinstance(cause, ServingError) else 500
@@ -152,6 +172,17 @@ class VersionRoute:
             series.pending -= 1
         series.succeeded(rows, time.perf_counter() - start, queue_s, compute_s, int(time.time() * 1000))
         return outputs
+
+    async def _bounded(self, inputs: dict[str, np.ndarray],
+                       timeout_s: float | None) -> tuple[dict[str, np.ndarray], int, float, float]:
+        if not timeout_s:
+            return await self._infer(inputs)
+        try:
+            return await asyncio.wait_for(self._infer(inputs), timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"model {self.model!r} version {self.version}: no answer within "
+                                 f"{timeout_s * 1000:.0f} ms (default_timeout_microseconds, or the request's "
+                                 f"X-Request-Timeout-Ms header / parameters.timeout)") from None
 
     async def _infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, float, float]:
         """(outputs, rows, seconds queued, seconds computing) of one request."""
@@ -173,11 +204,16 @@ class VersionRoute:
         if self._series is not None:
             self._series.queued += rows
         now = time.perf_counter()
+        queued = [_QueuedRow(now, inputs if rows == 1 else {name: array[i:i + 1] for name, array in inputs.items()})
+                  for i in range(rows)]
+        try:
+            parts = [await submit(queued[0])] if rows == 1 else await asyncio.gather(*(submit(i) for i in queued))
+        except asyncio.CancelledError:  # timed out: rows no batch took leave the queue now
+            self._unqueue(sum(not item.started for item in queued))
+            raise
         if rows == 1:
-            outputs, queue_s, compute_s = await submit((now, inputs))
+            outputs, queue_s, compute_s = parts[0]
             return outputs, 1, queue_s, compute_s
-        parts = await asyncio.gather(*(submit((now, {name: array[i:i + 1] for name, array in inputs.items()}))
-                                       for i in range(rows)))
         outputs = {name: np.concatenate([part[0][name] for part in parts]) for name in parts[0][0]}
         return outputs, rows, max(p[1] for p in parts), max(p[2] for p in parts)
 
@@ -286,9 +322,9 @@ class ModelRouter:
             raise ModelNotFound(f"model {self.model!r} has no version {version!r}; "
                                 f"served: {', '.join(map(str, self._order)) or 'none'}") from None
 
-    async def infer(self, inputs: dict[str, np.ndarray],
-                    version: str | int | None = None) -> tuple[int, dict[str, np.ndarray]]:
-        """(version that answered, outputs)."""
+    async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
+                    timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """(version that answered, outputs); ``timeout_s`` bounds the wait (504 past it)."""
         try:
             route = self.route(version)
         except ServingError as exc:  # never reached a version: counted against the one asked for
@@ -296,7 +332,7 @@ class ModelRouter:
                 self._recorder.failure(self.model, str(version or ""), failure_reason(exc.http_status), 0.0)
             raise
         try:
-            return route.version, await route.infer(inputs)
+            return route.version, await route.infer(inputs, timeout_s)
         except ServingError:
             raise
         except Exception:
@@ -304,7 +340,7 @@ class ModelRouter:
             # unversioned request is answered by the version now serving instead.
             if version is None and self.route(None) is not route:
                 retry = self.route(None)
-                return retry.version, await retry.infer(inputs)
+                return retry.version, await retry.infer(inputs, timeout_s)
             raise
 
     async def ready(self, version: int | None = None) -> bool:

@@ -26,6 +26,7 @@ class Route:
     batch_rows: int = 0
     queue_delay_us: int = 0
     max_queue_rows: int = 0  # dynamic_batching.default_queue_policy.max_queue_size; 0: unbounded
+    timeout_us: int = 0  # default_queue_policy.default_timeout_microseconds; 0: none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,14 +34,16 @@ class Route:
     @classmethod
     def from_dict(cls, data: dict) -> Route:
         return cls(int(data["version"]), str(data["app"]), int(data.get("batch_rows", 0)),
-                   int(data.get("queue_delay_us", 0)), int(data.get("max_queue_rows", 0)))
+                   int(data.get("queue_delay_us", 0)), int(data.get("max_queue_rows", 0)),
+                   int(data.get("timeout_us", 0)))
 
 
 def route_for(version: int, app: str, config: ModelConfig) -> Route:
     """The route of ``version`` served by ``app`` with the batching that ``config`` asks for."""
     rows, delay_us = batch_settings(config)
-    max_queue = config.dynamic_batching.max_queue_size if rows and config.dynamic_batching else 0
-    return Route(version, app, rows, delay_us, max_queue)
+    batching = config.dynamic_batching
+    max_queue = batching.max_queue_size if rows and batching else 0
+    return Route(version, app, rows, delay_us, max_queue, batching.default_timeout_microseconds if batching else 0)
 
 
 def routes_token(routes: list[dict]) -> str:

@@ -9,6 +9,7 @@ adoption treat it as any model's endpoint.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from starlette.responses import Response
 
-from backends.errors import ConfigError, InvalidRequest, ModelNotFound, ServingError
+from backends.errors import ConfigError, InvalidRequest, ModelNotFound, RequestTimeout, ServingError
 from backends.model_config import ModelConfig
 from deployments.endpoint import V2Endpoint
 from deployments.http import json_response
@@ -57,13 +58,20 @@ class CompositeEndpoint(V2Endpoint):
         self._members = Members(model, cls.member_names(config), controller, static, self._recorder)
         self._pipeline = cls(config, self._members)
 
-    async def _infer(self, inputs: dict[str, np.ndarray],
-                     version: str | int | None) -> tuple[int, dict[str, np.ndarray]]:
+    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
+                     timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
         start = time.perf_counter()
         try:
             self._check_version(version)
             rows = validate_inputs(inputs, self._signature, self._config.max_batch_size)
-            outputs = await self._pipeline.infer(inputs)
+            if timeout_s:
+                try:
+                    outputs = await asyncio.wait_for(self._pipeline.infer(inputs), timeout_s)
+                except TimeoutError:
+                    raise RequestTimeout(f"model {self._model!r}: no answer within {timeout_s * 1000:.0f} ms "
+                                         f"(the request's timeout)") from None
+            else:
+                outputs = await self._pipeline.infer(inputs)
         except Exception as exc:
             if self._recorder is not None:
                 status = exc.http_status if isinstance(exc, ServingError) else 500

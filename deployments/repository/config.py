@@ -124,15 +124,18 @@ def _dynamic_batching(reader: _Reader | None) -> DynamicBatching | None:
     preferred = reader.ints("preferred_batch_size")
     if any(size <= 0 for size in preferred):
         raise reader.fail("preferred_batch_size", "sizes must be positive")
-    max_queue_size = 0
+    max_queue_size = timeout_us = 0
     policy = reader.child("default_queue_policy")
     if policy is not None:
-        policy.warn_unknown({"max_queue_size"})
+        policy.warn_unknown({"max_queue_size", "default_timeout_microseconds"})
         max_queue_size = policy.one("max_queue_size", int, 0)
         if max_queue_size < 0:
             raise policy.fail("max_queue_size", "must be >= 0 (0: unbounded)")
+        timeout_us = policy.one("default_timeout_microseconds", int, 0)
+        if timeout_us < 0:
+            raise policy.fail("default_timeout_microseconds", "must be >= 0 (0: no timeout)")
     return DynamicBatching(preferred_batch_size=preferred, max_queue_delay_microseconds=delay,
-                           max_queue_size=max_queue_size)
+                           max_queue_size=max_queue_size, default_timeout_microseconds=timeout_us)
 
 
 def _instance_group(reader: _Reader) -> InstanceGroup:

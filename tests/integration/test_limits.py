@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from repository_helpers import BODY, config_for
+from repository_helpers import BODY, config_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +68,27 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(url: str, new_model: 
     assert all(retry == "1" for _, _, retry in full)
     assert max(seconds for _, seconds, _ in full) < 0.3, full  # refused at once, not after the 0.4 s wait
     assert post(url, "bounded", json.dumps(BODY).encode()).status_code == 200
+
+
+def test_requests_time_out_with_504_and_leave_the_queue(url: str, new_model: Callable[..., Path]) -> None:
+    slow = {"max_queue_delay_microseconds: 2000": "max_queue_delay_microseconds: 600000"}
+    model_dir = new_model("timed", seed=63, config=config_for("timed", **slow))
+    # The queue policy is part of dynamic_batching, so it changes in place (no reload).
+    policy = "max_queue_delay_microseconds: 600000 default_queue_policy { max_queue_size: 2 " \
+             "default_timeout_microseconds: 150000 }"
+    (model_dir / "config.pbtxt").write_text(config_for("timed", **{"max_queue_delay_microseconds: 2000": policy}))
+    body = json.dumps(BODY).encode()
+    wait_for(lambda: post(url, "timed", body).status_code == 504, 30, "the timeout to apply")
+    for _ in range(4):  # more timed-out rows than the queue holds: each must leave the queue
+        time.sleep(0.7)  # past the last batch window: this request opens a new 0.6 s one
+        start = time.perf_counter()
+        response = post(url, "timed", body)
+        assert response.status_code == 504, response.text
+        assert "default_timeout_microseconds" in response.json()["error"]
+        assert time.perf_counter() - start < 0.5
+    ok = requests.post(f"{url}/v2/models/timed/infer", data=body, timeout=60,
+                       headers={"Content-Type": "application/json", "X-Request-Timeout-Ms": "3000"})
+    assert ok.status_code == 200, ok.text  # the request's own timeout wins; the queue is not leaked full
+    bad = requests.post(f"{url}/v2/models/timed/infer", data=body, timeout=60,
+                        headers={"Content-Type": "application/json", "X-Request-Timeout-Ms": "soon"})
+    assert bad.status_code == 400 and "X-Request-Timeout-Ms" in bad.json()["error"]

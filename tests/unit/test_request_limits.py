@@ -54,3 +54,38 @@ def test_limits_and_queue_size_come_from_the_config() -> None:
     with pytest.raises(Exception, match="max_queue_size"):
         parse_config('backend: "onnxruntime" max_batch_size: 8 dynamic_batching { default_queue_policy '
                      '{ max_queue_size: -1 } }', "m/config.pbtxt", "m")
+
+
+def test_request_timeouts() -> None:
+    from deployments.endpoint import request_timeout_s
+
+    assert request_timeout_s(None, None) is None
+    assert request_timeout_s("250", 5) == 0.25  # the header wins over parameters.timeout
+    assert request_timeout_s(None, 2_000_000) == 2.0
+    for header, parameter in (("0", None), ("later", None), (None, -1), (None, "5")):
+        with pytest.raises(InvalidRequest):
+            request_timeout_s(header, parameter)
+    config = parse_config('backend: "onnxruntime" max_batch_size: 8 dynamic_batching { default_queue_policy '
+                          '{ default_timeout_microseconds: 5000 } }', "m/config.pbtxt", "m")
+    assert route_for(1, "m:v1", config).timeout_us == 5000
+
+
+def test_test_module_names_are_unique() -> None:
+    from pathlib import Path
+
+    names = [p.name for p in (Path(__file__).resolve().parents[1]).rglob("test_*.py")]
+    assert len(names) == len(set(names)), "pytest imports test modules by file name: keep them unique"
+
+
+def test_backends_never_unpickle_repository_files() -> None:
+    """Model files are read by the frameworks' own loaders: TorchScript / torch.export archives,
+    ONNX protobufs, SavedModels. Nothing may hand a repository file to pickle."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"torch\.load\(|pickle\.loads?\(|allow_pickle\s*=\s*True|np\.load\(|joblib\.load\(")
+    offenders = [f"{p.relative_to(root)}:{n}" for folder in ("backends", "deployments", "pipelines")
+                 for p in (root / folder).rglob("*.py")
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders

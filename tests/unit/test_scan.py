@@ -57,7 +57,8 @@ def test_serve_config_lists_every_application(tmp_path: Path) -> None:
     config = repository_serve_config(tmp_path)
     names = [(a["name"], a["route_prefix"]) for a in config["applications"]]
     assert names == [("fraud:v1", None), ("fraud", "/v2/models/fraud"), ("infergrid:server", "/")]
-    route = {"version": 1, "app": "fraud:v1", "batch_rows": 64, "queue_delay_us": 2000, "max_queue_rows": 0}
+    route = {"version": 1, "app": "fraud:v1", "batch_rows": 64, "queue_delay_us": 2000, "max_queue_rows": 0,
+             "timeout_us": 0}
     assert config["applications"][1]["args"] == {"model": "fraud", "routes": [route], "max_batch_size": 64,
                                                  "replicas": 1}
 
