@@ -132,6 +132,11 @@ class ModelConfig:
         )
 
     @property
+    def replica_count(self) -> int:
+        """Replicas to run: the ``instance_group`` counts added up (one without a group)."""
+        return sum(g.count for g in self.instance_group) or 1
+
+    @property
     def composite(self) -> bool:
         """True for ensembles and Python pipelines: models made of other models."""
         return self.platform in COMPOSITE_PLATFORMS

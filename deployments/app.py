@@ -53,7 +53,7 @@ class AppSpec:
 
 def _replica_options(config: ModelConfig, gpu_available: bool) -> dict:
     groups = config.instance_group
-    replicas = sum(g.count for g in groups) or 1
+    replicas = config.replica_count
     kinds = {g.kind for g in groups} or {"KIND_AUTO"}
     use_gpu = "KIND_GPU" in kinds or ("KIND_AUTO" in kinds and gpu_available)
     if any(g.gpus for g in groups):

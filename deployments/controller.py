@@ -554,7 +554,7 @@ class RepositoryController:
         if m.endpoint and m.composite_tag == tag:
             return
         logger.info("model %s: deploying %s over %s", m.name, config.platform, ", ".join(names))
-        replicas = sum(g.count for g in config.instance_group) or 1
+        replicas = config.replica_count
         await self._serve(lambda: apps.start_applications(
             [apps.AppSpec(endpoint_app(m.name), composite_application(entry, CONTROLLER_NAME), model_route(m.name))]))
         failures = await self._wait_running([endpoint_app(m.name)])
@@ -610,7 +610,7 @@ class RepositoryController:
             return f"warm-up inference failed: {exc}"
 
     def _replica_count(self, config: ModelConfig | None) -> int:
-        return (sum(g.count for g in config.instance_group) or 1) if config else 1
+        return config.replica_count if config else 1
 
     async def _resize(self, m: _Model, config: ModelConfig, wanted: dict[int, str]) -> None:
         """Instance counts changed: update running versions in place (their code version is pinned)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from abc import ABC, abstractmethod
 
 import numpy as np
 from starlette.requests import Request
@@ -64,7 +65,7 @@ def _as_tuple(response: Response) -> tuple[int, dict, bytes]:
     return response.status_code, dict(response.headers), bytes(response.body)
 
 
-class V2Endpoint:
+class V2Endpoint(ABC):
     """The v2 HTTP API of one model over four methods its subclass provides.
 
     Subclasses implement ``_infer``, ``metadata``, ``ready`` and ``stats``; pipelines also take
@@ -76,18 +77,22 @@ class V2Endpoint:
     _recorder: Recorder | None = None
     _limits: RequestLimits = RequestLimits()
 
+    @abstractmethod
     async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
                      timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
-        raise NotImplementedError
+        """(version that answered, outputs)."""
 
+    @abstractmethod
     async def metadata(self, version: int | None = None) -> dict:
-        raise NotImplementedError
+        """The v2 model metadata object."""
 
+    @abstractmethod
     async def ready(self, version: int | None = None) -> bool:
-        raise NotImplementedError
+        """True when the model (or the version) can serve."""
 
+    @abstractmethod
     async def stats(self) -> dict:
-        raise NotImplementedError
+        """This replica's own counters (``/stats`` over HTTP is Triton's, cluster-wide)."""
 
     async def _post_root(self, body: bytes) -> Response:
         return json_response({"error": "use GET here, or POST to .../infer"}, 405)
@@ -112,7 +117,7 @@ class V2Endpoint:
     async def __call__(self, request: Request) -> Response:
         path = request.url.path[len(request.scope.get("root_path", "")):]
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limits.max_body_bytes:  # refused before it is read
+        if declared.isdigit():  # an oversized body is refused before it is read
             try:
                 check_body_size(int(declared), self._limits)
             except PayloadTooLarge as exc:

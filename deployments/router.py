@@ -135,6 +135,7 @@ class VersionRoute:
                 for part, item in zip(split_outputs(outputs, counts), items, strict=True)]
 
     def _unqueue(self, rows: int) -> None:
+        """Rows leave the batch queue (negative: join it); the exported depth follows."""
         self._queued -= rows
         if self._series is not None:
             self._series.queued -= rows
@@ -200,9 +201,7 @@ class VersionRoute:
         if limit and self._queued + rows > limit:
             raise Overloaded(f"model {self.model!r} version {self.version}: the queue is full "
                              f"({self._queued} rows waiting; max_queue_size {limit}); retry later")
-        self._queued += rows
-        if self._series is not None:
-            self._series.queued += rows
+        self._unqueue(-rows)
         now = time.perf_counter()
         queued = [_QueuedRow(now, inputs if rows == 1 else {name: array[i:i + 1] for name, array in inputs.items()})
                   for i in range(rows)]

@@ -46,8 +46,8 @@ def composite_application(entry: ModelEntry, controller: str) -> Application:
     config = entry.config
     assert config is not None
     version = composite_version(entry)
-    replicas = sum(g.count for g in config.instance_group) or 1
-    return _deployment(replicas, composite_tag(config, version)).bind(entry.name, config, version, controller)
+    deployment = _deployment(config.replica_count, composite_tag(config, version))
+    return deployment.bind(entry.name, config, version, controller)
 
 
 def _checked(repository: Path, model: str) -> tuple[ModelEntry, dict[str, ModelEntry]]:
@@ -93,5 +93,5 @@ def build_composite_app(args: dict) -> Application:
     static = {name: {"routes": [route_for(v, version_app(name, v), member.config).to_dict()
                                 for v in member.served_versions]}
               for name, member in members.items()}
-    replicas = sum(g.count for g in entry.config.instance_group) or 1
-    return _deployment(replicas, None).bind(entry.name, entry.config, composite_version(entry), None, static)
+    deployment = _deployment(entry.config.replica_count, None)
+    return deployment.bind(entry.name, entry.config, composite_version(entry), None, static)
