@@ -22,6 +22,8 @@ __all__ = [
     "PayloadTooLarge",
     "Overloaded",
     "RequestTimeout",
+    "Unauthenticated",
+    "Forbidden",
 ]
 
 
@@ -36,6 +38,10 @@ class ServingError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def response_headers(self) -> dict[str, str] | None:
+        """Headers the HTTP answer carries besides the JSON error (Retry-After, WWW-Authenticate)."""
+        return None
 
 
 class InvalidRequest(ServingError):
@@ -113,8 +119,26 @@ class Overloaded(ServingError):
     http_status = 503
     retry_after_s = 1
 
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class RequestTimeout(ServingError):
     """A request not answered within its timeout (the model's default or the request's own)."""
 
     http_status = 504
+
+
+class Unauthenticated(ServingError):
+    """No API key, or one the server does not know (401; the message never repeats the key)."""
+
+    http_status = 401
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": 'Bearer realm="infergrid"'}
+
+
+class Forbidden(ServingError):
+    """A known API key whose role does not allow this endpoint (403)."""
+
+    http_status = 403

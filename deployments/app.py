@@ -96,12 +96,13 @@ def version_application(entry: ModelEntry, version: int, gpu_available: bool, ta
 
 def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0, replicas: int = 1,
                          controller: str | None = None, metrics: bool = True,
-                         limits: RequestLimits | None = None) -> Application:
+                         limits: RequestLimits | None = None, auth: dict | None = None) -> Application:
     """The application serving one model's HTTP API and batching its requests.
 
     ``routes`` is the table to start with; with a ``controller`` the replicas follow its table.
     ``metrics`` false: the model's requests are not counted (``parameters.metrics``); ``limits``:
-    its request size limits (``parameters.max_request_bytes`` ...), as the endpoint starts.
+    its request size limits (``parameters.max_request_bytes`` ...), as the endpoint starts; ``auth``:
+    an ``AuthPolicy.to_dict()`` its replicas enforce (None: no API keys).
     """
     deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
         num_replicas=replicas,
@@ -110,14 +111,15 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
         user_config={"routes": routes},
         logging_config=QUIET_LOGS,
     )
-    return pin_code_version(deployment, "endpoint").bind(model, controller, metrics, limits)
+    return pin_code_version(deployment, "endpoint").bind(model, controller, metrics, limits, auth)
 
 
-def server_application(index: dict[str, dict], controller: str | None = None) -> Application:
+def server_application(index: dict[str, dict], controller: str | None = None,
+                       auth: dict | None = None) -> Application:
     """The ``/`` application: server endpoints, the repository API, unknown or failed models."""
     deployment = serve.deployment(ServerIngress, name="server").options(
         max_ongoing_requests=256, ray_actor_options={"num_cpus": SERVER_CPUS}, logging_config=QUIET_LOGS)
-    return deployment.bind(index, controller)
+    return deployment.bind(index, controller, auth)
 
 
 def gpu_available() -> bool:
@@ -189,14 +191,15 @@ def build_version_app(args: dict) -> Application:
 
 
 def build_endpoint_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_endpoint_app``; args {model, routes, max_batch_size, replicas}."""
+    """``import_path: deployments.app:build_endpoint_app``; args {model, routes, max_batch_size, replicas, auth}."""
     return endpoint_application(args["model"], list(args["routes"]), int(args.get("max_batch_size", 0)),
-                                int(args.get("replicas", 1)), metrics=bool(args.get("metrics", True)))
+                                int(args.get("replicas", 1)), metrics=bool(args.get("metrics", True)),
+                                auth=args.get("auth"))
 
 
 def build_server_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_server_app`` with args {repository}: a fixed index."""
+    """``import_path: deployments.app:build_server_app`` with args {repository, auth}: a fixed index."""
     index = {name: {"versions": [] if entry.error else entry.served_versions, "reason": entry.error,
                     "endpoint": not entry.error}
              for name, entry in scan_repository(Path(args["repository"])).models.items()}
-    return server_application(index)
+    return server_application(index, auth=args.get("auth"))

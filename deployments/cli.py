@@ -3,8 +3,13 @@
     infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000]
                      [--model-control-mode poll|none|explicit] [--repository-poll-secs 1]
                      [--load-model NAME ...]
-    infergrid models list|load|unload [NAME] [--url http://127.0.0.1:8000]
-    infergrid config --repository DIR [-o serve_config.yaml]
+                     [--api-keys FILE] [--open-endpoints health,metrics,docs] [--allow-unauthenticated]
+    infergrid models list|load|unload [NAME] [--url http://127.0.0.1:8000] [--api-key KEY]
+    infergrid config --repository DIR [-o serve_config.yaml] [--api-keys FILE] ...
+
+API keys (``--api-keys FILE``, else the ``INFERGRID_API_KEYS`` variable holding the same JSON object
+``{"key": "inference" | "management"}``) are enforced by every HTTP replica (``deployments.auth``).
+Binding anything but a loopback address with no keys is refused unless ``--allow-unauthenticated``.
 
 ``serve`` starts an embedded local Ray unless RAY_ADDRESS names a cluster to join. Ray Serve's
 HAProxy ingress and throughput-optimised settings are switched on (unless already set) before
@@ -14,6 +19,7 @@ Ray starts: the default Python proxy caps a node at a few hundred requests per s
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -21,7 +27,7 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["main", "serve_environment"]
+__all__ = ["main", "serve_environment", "is_loopback", "auth_policy", "bind_refusal"]
 
 PERFORMANCE_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -65,6 +71,54 @@ def _start_ray(host: str, port: int) -> tuple[bool, str | None]:
     return embedded, (f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard)
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_policy(args: argparse.Namespace):
+    """The API-key policy the flags ask for: ``--api-keys FILE``, else ``INFERGRID_API_KEYS``.
+
+    Raises:
+        ConfigError: the keys or ``--open-endpoints`` are malformed (the message never holds a key).
+    """
+    from deployments.auth import KEYS_ENV, AuthPolicy, parse_api_keys, parse_open_groups, read_api_keys
+
+    if args.api_keys:
+        keys = read_api_keys(Path(args.api_keys))
+    elif os.environ.get(KEYS_ENV):
+        keys = parse_api_keys(os.environ[KEYS_ENV], f"${KEYS_ENV}")
+    else:
+        keys = {}
+    return AuthPolicy.from_keys(keys, parse_open_groups(args.open_endpoints))
+
+
+def bind_refusal(host: str, keys: int, allow_unauthenticated: bool) -> str | None:
+    """Why serving on ``host`` is refused (None: allowed): never open to a network without keys by mistake."""
+    if keys or allow_unauthenticated or is_loopback(host):
+        return None
+    return (f"refusing to serve on {host} with no API keys: anyone who reaches it could run and unload models. "
+            f"Give --api-keys FILE (or $INFERGRID_API_KEYS), or --allow-unauthenticated if a proxy in front "
+            f"authenticates, or bind 127.0.0.1")
+
+
+def _security_setup(args: argparse.Namespace):
+    """(policy, None) or (None, error message) for ``serve`` and ``config``."""
+    from backends.errors import ConfigError
+
+    try:
+        policy = auth_policy(args)
+    except ConfigError as exc:
+        return None, str(exc)
+    refusal = bind_refusal(args.host, len(policy.digests), args.allow_unauthenticated)
+    return (None, refusal) if refusal else (policy, None)
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,23 +129,32 @@ def _wait_for_signal() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repository until Ctrl-C or SIGTERM."""
+    repository = Path(args.repository).resolve()
+    if not repository.is_dir():
+        print(f"infergrid: model repository {repository} is not a folder", file=sys.stderr)
+        return 2
+    policy, refusal = _security_setup(args)
+    if refusal:
+        print(f"infergrid: {refusal}", file=sys.stderr)
+        return 2
     serve_environment()
     import ray
 
     from deployments.app import gpu_available
     from deployments.control import start_controller, stop_controller
 
-    repository = Path(args.repository).resolve()
-    if not repository.is_dir():
-        print(f"infergrid: model repository {repository} is not a folder", file=sys.stderr)
-        return 2
     embedded, dashboard = _start_ray(args.host, args.port)
     controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
-                                  args.load_model, gpu_available())
+                                  args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None)
     running = ray.get(controller.describe.remote())
     if (running["repository"], running["mode"]) != (str(repository), args.model_control_mode):
         print(f"infergrid: this cluster already runs a controller for {running['repository']} "
               f"(mode {running['mode']}); serving that", file=sys.stderr)
+    if policy.enabled and not running.get("api_keys"):
+        print("infergrid: this cluster already runs a controller without API keys; stop it first "
+              "(it would serve without the keys given)", file=sys.stderr)
+        ray.shutdown()
+        return 2
     models = ray.get(controller.wait_started.remote())
     base = f"http://{args.host}:{args.port}"
     print(f"infergrid serving {repository} (model control mode: {args.model_control_mode})", flush=True)
@@ -102,6 +165,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"  health           {base}/v2/health/ready")
     print(f"  repository       {base}/v2/repository/index")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
+    if policy.enabled:
+        roles = sorted(set(policy.digests.values()))
+        print(f"  API keys         {len(policy.digests)} ({', '.join(roles)}); open without a key: "
+              f"{', '.join(policy.open_groups) or 'nothing'}")
+    else:
+        print("  API keys         none: every endpoint is open to whoever reaches this address")
     print("READY (Ctrl-C to stop)", flush=True)
     _wait_for_signal()
     print("shutting down ...", flush=True)
@@ -115,14 +184,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repository_request(url: str, path: str, body: dict | None = None) -> tuple[int, object]:
+def _repository_request(url: str, path: str, body: dict | None = None,
+                        api_key: str | None = None) -> tuple[int, object]:
     import json
     import urllib.error
     import urllib.request
 
     data = json.dumps(body or {}).encode()
-    request = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -136,8 +208,9 @@ def _repository_request(url: str, path: str, body: dict | None = None) -> tuple[
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list|load|unload``: Triton's repository API over HTTP."""
+    api_key = args.api_key or os.environ.get("INFERGRID_API_KEY")
     if args.action == "list":
-        status, rows = _repository_request(args.url, "/v2/repository/index")
+        status, rows = _repository_request(args.url, "/v2/repository/index", api_key=api_key)
         if status == 200:
             for row in rows:  # type: ignore[union-attr]
                 print(f"{row['name']:<20} {row.get('version', '-'):>8}  {row.get('state', ''):<12} "
@@ -153,7 +226,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.action == "unload" and args.version is not None:
             parameters["version"] = args.version
         status, rows = _repository_request(args.url, f"/v2/repository/models/{args.name}/{args.action}",
-                                           {"parameters": parameters} if parameters else {})
+                                           {"parameters": parameters} if parameters else {}, api_key)
         if status == 200:
             print(f"{args.action}ed {args.name}")
             return 0
@@ -168,7 +241,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from deployments.serve_config import repository_serve_config
 
-    config = repository_serve_config(Path(args.repository).resolve(), args.host, args.port)
+    policy, refusal = _security_setup(args)
+    if refusal:
+        print(f"infergrid: {refusal}", file=sys.stderr)
+        return 2
+    config = repository_serve_config(Path(args.repository).resolve(), args.host, args.port,
+                                     policy.to_dict() if policy.enabled else None)
     text = yaml.safe_dump(config, sort_keys=False)
     if args.output:
         Path(args.output).write_text(text)
@@ -189,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
         p.set_defaults(func=func)
+        p.add_argument("--api-keys", metavar="FILE",
+                       help='JSON object mapping each API key to its role, "inference" or "management" '
+                            "(default: the INFERGRID_API_KEYS variable; none: no authentication)")
+        p.add_argument("--open-endpoints", default="health,metrics,docs", metavar="GROUPS",
+                       help="what answers without a key when keys are set: any of health, metrics, docs, "
+                            "or none (default health,metrics,docs)")
+        p.add_argument("--allow-unauthenticated", action="store_true",
+                       help="serve on a non-loopback address without API keys (a proxy in front authenticates)")
         if name == "config":
             p.add_argument("-o", "--output", help="write here instead of stdout")
         else:
@@ -206,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--url", default="http://127.0.0.1:8000", help="server address (default http://127.0.0.1:8000)")
     models.add_argument("--config", help="load: a JSON model config file that overrides config.pbtxt")
     models.add_argument("--version", type=int, help="unload: only this version")
+    models.add_argument("--api-key", help="a management API key (default: the INFERGRID_API_KEY variable; "
+                                          "prefer the variable: arguments show in ps)")
     models.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
     if getattr(args, "repository_poll_secs", 1.0) <= 0:

@@ -20,12 +20,16 @@ CONTROLLER_CPUS = 0.05
 
 
 def start_controller(repository: Path, mode: str = "poll", poll_secs: float = 1.0,
-                     load_models: list[str] | None = None, gpu: bool = False) -> ActorHandle:
-    """The running controller, or a new one for ``repository``; does not wait for the first load."""
+                     load_models: list[str] | None = None, gpu: bool = False,
+                     auth: dict | None = None) -> ActorHandle:
+    """The running controller, or a new one for ``repository``; does not wait for the first load.
+
+    ``auth`` (an ``AuthPolicy.to_dict()``: key digests, never keys) goes to every HTTP replica it deploys.
+    """
     actor = ray.remote(RepositoryController).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=CONTROLLER_CPUS, max_concurrency=1000)
-    return actor.remote(str(repository), mode, poll_secs, list(load_models or []), gpu)
+    return actor.remote(str(repository), mode, poll_secs, list(load_models or []), gpu, auth)
 
 
 def get_controller() -> ActorHandle:

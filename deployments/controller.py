@@ -107,7 +107,7 @@ class RepositoryController:
     """The controller actor's class (started by ``deployments.control.start_controller``)."""
 
     def __init__(self, repository: str, mode: str = "poll", poll_secs: float = 1.0,
-                 load_models: list[str] | None = None, gpu: bool = False) -> None:
+                 load_models: list[str] | None = None, gpu: bool = False, auth: dict | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"model control mode must be one of {MODES}, got {mode!r}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -118,6 +118,7 @@ class RepositoryController:
         self._poll_secs = poll_secs
         self._load_models = list(load_models or [])
         self._gpu = gpu
+        self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
         # Only a poll watches files settle; in the other modes a person said "load it now".
         self._tracker = CompletionTracker(settle_s=poll_secs if mode == "poll" else 0.0)
         self._models: dict[str, _Model] = {}
@@ -303,7 +304,7 @@ class RepositoryController:
         states = await self._serve(apps.application_states)
         if states.get(SERVER_APP, ("",))[0] != "RUNNING":
             await self._serve(lambda: apps.start_applications(
-                [apps.AppSpec(SERVER_APP, apps.server_application({}, CONTROLLER_NAME), "/")]))
+                [apps.AppSpec(SERVER_APP, apps.server_application({}, CONTROLLER_NAME, self._auth), "/")]))
             failures = await self._wait_running([SERVER_APP], 120)
             if failures:
                 raise RuntimeError(f"server application failed: {failures[SERVER_APP]}")
@@ -378,6 +379,7 @@ class RepositoryController:
     async def describe(self) -> dict:
         """Mode, repository and the applications owned (for tests and ``infergrid models list``)."""
         return {"mode": self._mode, "repository": str(self._root), "poll_secs": self._poll_secs,
+                "api_keys": len((self._auth or {}).get("digests", {})),
                 "applications": {name: sorted(m.apps) for name, m in self._models.items()}}
 
     # --- the repository API -----------------------------------------------------------------
@@ -397,7 +399,7 @@ class RepositoryController:
         """
         self._check_explicit("load")
         await self._started.wait()
-        if not (self._root / name).is_dir() or not MODEL_NAME.match(name):
+        if not MODEL_NAME.match(name) or not (self._root / name).is_dir():  # the name first: never a path outside
             raise ModelNotFound(f"failed to load {name!r}: no model folder {name!r} in the repository")
         override = parse_config_json(config_json, f"{name} load request: parameters.config", name) \
             if config_json else None
@@ -556,7 +558,8 @@ class RepositoryController:
         logger.info("model %s: deploying %s over %s", m.name, config.platform, ", ".join(names))
         replicas = config.replica_count
         await self._serve(lambda: apps.start_applications(
-            [apps.AppSpec(endpoint_app(m.name), composite_application(entry, CONTROLLER_NAME), model_route(m.name))]))
+            [apps.AppSpec(endpoint_app(m.name), composite_application(entry, CONTROLLER_NAME, self._auth),
+                          model_route(m.name))]))
         failures = await self._wait_running([endpoint_app(m.name)])
         if failures:
             m.reason = f"{config.platform} failed to start: {failures[endpoint_app(m.name)]}"
@@ -638,7 +641,7 @@ class RepositoryController:
             await self._serve(lambda: apps.start_applications([apps.AppSpec(
                 endpoint_app(m.name),
                 apps.endpoint_application(m.name, routes, config.max_batch_size, replicas, CONTROLLER_NAME,
-                                          metrics_enabled(config), limits_for(config)),
+                                          metrics_enabled(config), limits_for(config), self._auth),
                 model_route(m.name))]))
             failures = await self._wait_running([endpoint_app(m.name)])
             if failures:

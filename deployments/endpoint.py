@@ -20,7 +20,8 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backends.errors import InvalidRequest, ModelNotFound, PayloadTooLarge
+from backends.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, ServingError
+from deployments.auth import AuthPolicy
 from deployments.http import error_response, json_response
 from deployments.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
 from deployments.metrics import Recorder, triton_statistics
@@ -76,6 +77,7 @@ class V2Endpoint(ABC):
     _model: str
     _recorder: Recorder | None = None
     _limits: RequestLimits = RequestLimits()
+    _auth: AuthPolicy = AuthPolicy()
 
     @abstractmethod
     async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
@@ -115,6 +117,10 @@ class V2Endpoint(ABC):
         return (await self._infer(inputs, version))[1]
 
     async def __call__(self, request: Request) -> Response:
+        try:  # first: HAProxy sends /v2/models/{model} here directly, past the server ingress
+            self._auth.check(request.url.path, request.headers.get("authorization"))
+        except ServingError as exc:
+            return error_response(exc, self._model)
         path = request.url.path[len(request.scope.get("root_path", "")):]
         declared = request.headers.get("content-length", "")
         if declared.isdigit():  # an oversized body is refused before it is read
@@ -203,7 +209,8 @@ class V2Endpoint(ABC):
 class ModelEndpoint(V2Endpoint):
     """HTTP and handle entry point of one model.
 
-    ``user_config``: ``{"routes": [Route dicts, newest first]}``, the table to start with. With a
+    ``user_config``: ``{"routes": [Route dicts, newest first]}``, the table to start with. ``auth``:
+    an ``AuthPolicy.to_dict()`` (key digests and open groups; None: no API keys). With a
     ``controller`` (the repository controller's actor name) the replica then follows the
     controller's table: it long-polls for changes, prepares new routes (fetches their signature)
     and only then switches to them, and reports what it applied so the controller knows when an
@@ -211,9 +218,10 @@ class ModelEndpoint(V2Endpoint):
     """
 
     def __init__(self, model: str, controller: str | None = None, metrics: bool = True,
-                 limits: RequestLimits | None = None) -> None:
+                 limits: RequestLimits | None = None, auth: dict | None = None) -> None:
         self._model = model
         self._limits = limits or RequestLimits()
+        self._auth = AuthPolicy.from_dict(auth)
         configure_logging(f"endpoint-{model}")
         self._recorder = replica_recorder(metrics)
         self._router = ModelRouter(model, recorder=self._recorder)

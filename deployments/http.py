@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from backends.errors import Overloaded, ServingError
+from backends.errors import ServingError
 
 __all__ = ["json_response", "error_response", "unwrap_error"]
 
@@ -40,8 +40,7 @@ def error_response(exc: BaseException, model: str | None = None) -> Response:
             logger.warning("request failed: %s", exc)
         else:
             logger.info("request refused (%d): %s", exc.http_status, exc)
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-        return json_response({"error": str(exc)}, exc.http_status, headers)
+        return json_response({"error": str(exc)}, exc.http_status, exc.response_headers())
     where = f" in model {model!r}" if model else ""
     logger.exception("unexpected error%s", where, exc_info=exc)
     return json_response({"error": f"internal error{where}: {type(exc).__name__}: {exc}"}, 500)

@@ -18,9 +18,14 @@ from deployments.routing import route_for
 __all__ = ["repository_serve_config"]
 
 
-def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int = 8000) -> dict:
-    """Applications for every servable model of ``repository`` (an absolute path on every node)."""
+def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int = 8000,
+                            auth: dict | None = None) -> dict:
+    """Applications for every servable model of ``repository`` (an absolute path on every node).
+
+    ``auth``: an ``AuthPolicy.to_dict()`` (key digests, never keys) for every HTTP application's args.
+    """
     snapshot = scan_repository(repository)
+    secured = {"auth": auth} if auth else {}
     apps = []
     for name, entry in snapshot.models.items():
         if entry.error or entry.config is None:
@@ -28,7 +33,7 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
         if entry.config.composite:  # an ensemble or pipeline: one application over its members' version apps
             apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
                          "import_path": "pipelines.app:build_composite_app",
-                         "args": {"repository": str(repository), "model": name}})
+                         "args": {"repository": str(repository), "model": name, **secured}})
             continue
         versions = entry.served_versions
         routes = [route_for(v, version_app(name, v), entry.config).to_dict() for v in versions]
@@ -39,7 +44,7 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
         apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
                      "import_path": "deployments.app:build_endpoint_app",
                      "args": {"model": name, "routes": routes, "max_batch_size": entry.config.max_batch_size,
-                              "replicas": int(entry.config.parameter("endpoint_replicas", "1"))}})
+                              "replicas": int(entry.config.parameter("endpoint_replicas", "1")), **secured}})
     apps.append({"name": SERVER_APP, "route_prefix": "/", "import_path": "deployments.app:build_server_app",
-                 "args": {"repository": str(repository)}})
+                 "args": {"repository": str(repository), **secured}})
     return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}, "applications": apps}

@@ -20,12 +20,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
+from deployments.auth import AuthPolicy
 from deployments.http import error_response, json_response
 from deployments.logs import REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
 from deployments.metrics import render_prometheus, triton_statistics
 from deployments.metrics_hub import hub_handle
 from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
+from deployments.protocol.openapi import openapi_document
 from deployments.protocol.v2 import HEADER_LENGTH
+from deployments.repository.scan import MODEL_NAME
 
 __all__ = ["ServerIngress", "server_version"]
 
@@ -56,11 +59,23 @@ async def _json_body(request: Request) -> dict:
     return data
 
 
+def _check_name(model: str) -> None:
+    """Refuse a model name no repository folder can have (``..``, ``/``, control characters ...).
+
+    Raises:
+        InvalidRequest: the name does not match the repository's folder-name rule.
+    """
+    if not MODEL_NAME.match(model):
+        raise InvalidRequest(f"invalid model name {model[:130]!r}: names are 1-128 letters, digits, '_', '.' or "
+                             f"'-', not starting with '.' or '-'")
+
+
 class ServerIngress:
     """Index: ``{model: {"versions": [..], "reason": str | None}}``; a reason marks a failed model."""
 
-    def __init__(self, index: dict[str, dict], controller: str | None = None) -> None:
+    def __init__(self, index: dict[str, dict], controller: str | None = None, auth: dict | None = None) -> None:
         configure_logging("server")
+        self._auth = AuthPolicy.from_dict(auth)
         self._static_index = index
         self._controller_name = controller
         self._controller = None
@@ -122,6 +137,7 @@ class ServerIngress:
         return [r for r in rows if r["state"] == "READY"] if ready_only else rows
 
     async def _repository_action(self, request: Request, model: str, action: str) -> Response:
+        _check_name(model)
         if self._controller_name is None:
             raise RepositoryError(f"explicit model {action} needs the repository controller (infergrid serve)")
         parameters = (await _json_body(request)).get("parameters") or {}
@@ -160,6 +176,7 @@ class ServerIngress:
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         token = REQUEST_ID.set(request_id)
         try:
+            self._auth.check(request.url.path, request.headers.get("authorization"))
             response = await self._dispatch(request, request.url.path.rstrip("/") or "/")
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
             response = error_response(exc)
@@ -172,7 +189,8 @@ class ServerIngress:
         merged = await hub_handle().collect.remote()
         return Response(render_prometheus(merged), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def _dispatch(self, request: Request, path: str) -> Response:
+    async def _server_get(self, path: str) -> Response | None:
+        """The server's own read-only endpoints (any method for the three v2 ones, as before)."""
         if path == "/v2/health/live":
             return json_response({"live": True})
         if path == "/v2/health/ready":
@@ -180,9 +198,17 @@ class ServerIngress:
             return json_response({"ready": ready}, 200 if ready else 503)
         if path == "/v2":
             return json_response({"name": "infergrid", "version": server_version(), "extensions": EXTENSIONS})
-        if path == "/metrics" and request.method == "GET":
-            return await self._metrics()
-        if path == "/v2/models/stats" and request.method == "GET":
+        return None
+
+    async def _dispatch(self, request: Request, path: str) -> Response:
+        answer = await self._server_get(path)
+        if answer is not None:
+            return answer
+        if request.method == "GET" and path in ("/openapi.json", "/metrics", "/v2/models/stats"):
+            if path == "/openapi.json":
+                return json_response(openapi_document(server_version()))
+            if path == "/metrics":
+                return await self._metrics()
             return json_response(triton_statistics(await hub_handle().collect.remote()))
         if path == "/v2/repository/index" and request.method == "POST":
             ready_only = bool((await _json_body(request)).get("ready", False))
@@ -199,6 +225,7 @@ class ServerIngress:
         raise ModelNotFound(f"no route {request.method} {request.url.path}")
 
     async def _to_model(self, request: Request, model: str, plain_json: bool = False) -> Response:
+        _check_name(model)
         entry = (await self._index()).get(model)
         if entry and entry.get("endpoint"):
             return await self._forward(request, model, plain_json)

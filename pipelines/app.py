@@ -41,13 +41,13 @@ def _deployment(replicas: int, code_version: str | None) -> serve.Deployment:
     return pin_code_version(deployment, code_version)
 
 
-def composite_application(entry: ModelEntry, controller: str) -> Application:
+def composite_application(entry: ModelEntry, controller: str, auth: dict | None = None) -> Application:
     """The model application of a composite under the repository controller."""
     config = entry.config
     assert config is not None
     version = composite_version(entry)
     deployment = _deployment(config.replica_count, composite_tag(config, version))
-    return deployment.bind(entry.name, config, version, controller)
+    return deployment.bind(entry.name, config, version, controller, None, auth)
 
 
 def _checked(repository: Path, model: str) -> tuple[ModelEntry, dict[str, ModelEntry]]:
@@ -85,7 +85,7 @@ def standalone_application(repository: Path, model: str, gpu: bool | None = None
 
 
 def build_composite_app(args: dict) -> Application:
-    """``import_path: pipelines.app:build_composite_app`` with args {repository, model}: a Serve
+    """``import_path: pipelines.app:build_composite_app`` with args {repository, model, auth}: a Serve
     config's composite, calling the version applications ``infergrid config`` lists for its members
     (fixed routes, no controller)."""
     repository = Path(args["repository"])
@@ -94,4 +94,4 @@ def build_composite_app(args: dict) -> Application:
                                 for v in member.served_versions]}
               for name, member in members.items()}
     deployment = _deployment(entry.config.replica_count, None)
-    return deployment.bind(entry.name, entry.config, composite_version(entry), None, static)
+    return deployment.bind(entry.name, entry.config, composite_version(entry), None, static, args.get("auth"))

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from backends.errors import ConfigError, InvalidRequest, ModelNotFound, RequestTimeout, ServingError
 from backends.model_config import ModelConfig
+from deployments.auth import AuthPolicy
 from deployments.endpoint import V2Endpoint
 from deployments.http import json_response
 from deployments.logs import configure_logging
@@ -42,11 +43,13 @@ class CompositeEndpoint(V2Endpoint):
         version: the version it reports (its newest version folder, 1 when it has none).
         controller: the repository controller's actor name; members then follow its tables.
         static: member tables and handles when there is no controller (see ``Members``).
+        auth: an ``AuthPolicy.to_dict()``; None: no API keys.
     """
 
     def __init__(self, model: str, config: ModelConfig, version: int = 1, controller: str | None = None,
-                 static: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 static: Mapping[str, Mapping[str, Any]] | None = None, auth: dict | None = None) -> None:
         self._model, self._config, self._version = model, config, version
+        self._auth = AuthPolicy.from_dict(auth)
         signature = config.signature()
         if signature is None:
             raise ConfigError(f"{model}/config.pbtxt: input/output: an ensemble or pipeline declares its signature")
