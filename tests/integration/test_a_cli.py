@@ -1,5 +1,6 @@
 """``infergrid serve`` as a user runs it (its own embedded Ray, clean SIGTERM), in explicit model control
-mode, driven by ``infergrid models list|load|unload``: only the API changes what is served.
+mode, driven by ``infergrid models list|load|unload``: only the API changes what is served. It runs
+with API keys (``--api-keys``): every route is checked for 401/403, the keys never reach a log.
 
 Named to run first, before the session's shared cluster starts: two Serve clusters on one host can
 cross-wire (a request to this cluster's port answered by the other's server app), even with separate
@@ -25,20 +26,25 @@ from conftest import free_port
 pytestmark = pytest.mark.integration
 
 BODY = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16}]}
+INFERENCE_KEY, MANAGEMENT_KEY = "ik-7f3a9c1e55d2", "mk-41b8e02d9a6f"
+AS_INFERENCE = {"Authorization": f"Bearer {INFERENCE_KEY}"}
+AS_MANAGEMENT = {"Authorization": f"Bearer {MANAGEMENT_KEY}"}
 
 
 def models_cli(url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deployments.cli", "models", *args, "--url", url],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "INFERGRID_API_KEY": MANAGEMENT_KEY})
 
 
-def infer(url: str, model: str, version: int | None = None) -> requests.Response:
+def infer(url: str, model: str, version: int | None = None, headers: dict | None = None) -> requests.Response:
     route = f"{model}/versions/{version}" if version else model
-    return requests.post(f"{url}/v2/models/{route}/infer", json=BODY, timeout=60)
+    return requests.post(f"{url}/v2/models/{route}/infer", json=BODY, timeout=60,
+                         headers=AS_INFERENCE if headers is None else headers)
 
 
 def index(url: str) -> dict[tuple[str, str | None], tuple[str, str]]:
-    rows = requests.post(f"{url}/v2/repository/index", timeout=30).json()
+    rows = requests.post(f"{url}/v2/repository/index", timeout=30, headers=AS_MANAGEMENT).json()
     return {(r["name"], r.get("version")): (r["state"], r.get("reason", "")) for r in rows}
 
 
@@ -75,10 +81,13 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
                RAY_SERVE_HAPROXY_SOCKET_PATH=str(haproxy / "admin.sock"),
                RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(haproxy / "metrics.sock"))
     log = tmp_path / "serve.log"
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({INFERENCE_KEY: "inference", MANAGEMENT_KEY: "management"}))
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deployments.cli", "serve", "--repository", str(explicit_repository),
-             "--port", str(port), "--model-control-mode", "explicit", "--load-model", "fraud"],
+             "--port", str(port), "--model-control-mode", "explicit", "--load-model", "fraud",
+             "--api-keys", str(keys)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -88,9 +97,11 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
             time.sleep(1)
         text = log.read_text()
         assert f"{url}/v2/models/fraud/infer" in text and "Ray dashboard    http" in text
+        assert "API keys         2 (inference, management); open without a key: health, metrics, docs" in text
         assert index(url) == {("fraud", "1"): ("READY", ""), ("spare", None): ("UNAVAILABLE", "unloaded")}
         assert infer(url, "fraud").json()["model_version"] == "1"
         assert infer(url, "spare").status_code == 503
+        check_api_keys(url)
 
         # A new version on disk changes nothing until the API says so.
         from build_repository import build_fraud
@@ -104,7 +115,7 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
 
         # version_policy all: both versions, each addressable; unloading the newest rolls back.
         assert models_cli(url, "load", "spare").returncode == 0
-        meta = requests.get(f"{url}/v2/models/spare", timeout=30)
+        meta = requests.get(f"{url}/v2/models/spare", timeout=30, headers=AS_INFERENCE)
         assert meta.status_code == 200 and meta.json()["versions"] == ["2", "1"], meta.text
         assert infer(url, "spare", 1).json()["model_version"] == "1"
         assert infer(url, "spare").json()["model_version"] == "2"
@@ -120,7 +131,7 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
             "output": [{"name": "fraud_probability", "data_type": "TYPE_FP32", "dims": [1]}],
             "version_policy": {"specific": {"versions": ["2"]}}}))
         assert models_cli(url, "load", "spare", "--config", str(override)).returncode == 0
-        meta = requests.get(f"{url}/v2/models/spare", timeout=30).json()
+        meta = requests.get(f"{url}/v2/models/spare", timeout=30, headers=AS_INFERENCE).json()
         assert meta["versions"] == ["2"] and meta["inputs"][0]["shape"] == [-1, 16]
 
         assert models_cli(url, "unload", "fraud").returncode == 0
@@ -132,12 +143,51 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
         missing = models_cli(url, "load", "nope")
         assert missing.returncode == 1 and "HTTP 404" in missing.stderr
         bad = requests.post(f"{url}/v2/repository/models/spare/load",
-                            json={"parameters": {"config": '{"max_batch_size": "many"}'}}, timeout=60)
+                            json={"parameters": {"config": '{"max_batch_size": "many"}'}}, timeout=60,
+                            headers=AS_MANAGEMENT)
         assert bad.status_code == 400 and "max_batch_size" in bad.json()["error"]
         assert infer(url, "spare").status_code == 200, "a bad load request leaves the served model alone"
 
+        text = log.read_text() + ray_session_logs()
+        assert INFERENCE_KEY not in text and MANAGEMENT_KEY not in text, "an API key reached a log"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0, log.read_text()[-3000:]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def check_api_keys(url: str) -> None:
+    """401 without or with an unknown key, 403 for the wrong role, open health/metrics/docs.
+
+    ``/v2/models/fraud/...`` is answered by the model's endpoint replica (HAProxy sends it there
+    directly), the rest by the server ingress: both enforce the keys.
+    """
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"Authorization": INFERENCE_KEY}):
+        refused = infer(url, "fraud", headers=headers)
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer") and "key" in refused.json()["error"]
+        assert requests.get(f"{url}/v2/models/fraud", headers=headers, timeout=30).status_code == 401
+        assert requests.post(f"{url}/v2/repository/index", headers=headers, timeout=30).status_code == 401
+        assert requests.get(f"{url}/v2", headers=headers, timeout=30).status_code == 401
+    assert infer(url, "fraud", headers=AS_MANAGEMENT).status_code == 200  # management may infer
+    assert requests.get(f"{url}/v2/models/fraud", headers=AS_INFERENCE, timeout=30).status_code == 200
+    forbidden = requests.post(f"{url}/v2/repository/models/spare/load", headers=AS_INFERENCE, timeout=30)
+    assert forbidden.status_code == 403 and "management" in forbidden.json()["error"]
+    assert requests.post(f"{url}/v2/repository/index", headers=AS_INFERENCE, timeout=30).status_code == 403
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/fraud/ready", "/metrics", "/openapi.json",
+                 "/v2/models/fraud/stats"):
+        assert requests.get(f"{url}{path}", timeout=30).status_code == 200, path
+    assert requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]["/v2/models/{model}/infer"]
+    bad_name = requests.post(f"{url}/v2/repository/models/..%2F..%2Fetc/load", headers=AS_MANAGEMENT, timeout=30)
+    assert bad_name.status_code in (400, 404), bad_name.text
+
+
+def ray_session_logs() -> str:
+    """Every log file of the Ray session this test's server started (the newest session)."""
+    logs = Path("/tmp/ray/session_latest/logs")
+    text = []
+    for path in logs.rglob("*"):
+        if path.is_file() and path.stat().st_size < 20_000_000:
+            text.append(path.read_text(errors="replace"))
+    return "\n".join(text)
