@@ -10,6 +10,7 @@ Pure: a function returning a dict.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from backends.dtypes import V2_DATATYPES
@@ -139,7 +140,7 @@ def openapi_document(server_version: str) -> dict[str, Any]:
             "responses": _responses(_json(f"{action}ed", {"type": "object"}), "400", *_AUTH_CODES, "404", "503")}}
     paths.update(_model_paths("/v2/models/{model}", [_MODEL]))
     paths.update(_model_paths("/v2/models/{model}/versions/{version}", [_MODEL, _VERSION]))
-    return {
+    return copy.deepcopy({  # shared parameter objects: a caller may change its copy freely
         "openapi": "3.0.3",
         "info": {"title": "infergrid", "version": server_version,
                  "description": "KServe v2 / Triton HTTP inference, the Triton repository API, pipelines and "
@@ -148,4 +149,4 @@ def openapi_document(server_version: str) -> dict[str, Any]:
         "components": {"schemas": _schemas(),
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
         "security": [{}, {"apiKey": []}],
-    }
+    })
