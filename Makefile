@@ -42,6 +42,7 @@ bench: install
 	$(PY) -m bench.hotswap --out bench/results
 	$(PY) -m bench.ensemble --out bench/results
 	$(PY) -m bench.metrics --out bench/results
+	$(PY) -m bench.overload --out bench/results
 
 peers: install
 	INFERGRID_DIR=$(CURDIR) PEERS="infergrid ts_batch triton ray_haproxy" ../shared/peers/run_peers.sh
