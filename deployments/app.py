@@ -30,6 +30,7 @@ from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.server import ServerIngress
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
+           "http_admission",
            "start_applications", "application_states", "endpoint_applications", "running_replicas", "settled",
            "failure_reason", "pin_code_version", "build_version_app", "build_endpoint_app", "build_server_app"]
 
@@ -40,6 +41,17 @@ ENDPOINT_CPUS = 0.1
 SERVER_CPUS = 0.05
 # Serve writes an access-log line per request by default: ~5% of the endpoint's CPU at full load.
 QUIET_LOGS = {"enable_access_log": False}
+
+
+def http_admission(max_ongoing: int) -> dict:
+    """Deployment options that bound what waits in an HTTP replica.
+
+    Past ``max_ongoing_requests`` Serve queues a direct-ingress request inside the replica, without
+    limit by default: under overload every connection then waits seconds for a slot, even for the
+    answer "queue full". With ``max_queued_requests`` Serve answers 503 + Retry-After at once,
+    before the request is read, so memory and rejection latency stay bounded.
+    """
+    return {"max_ongoing_requests": max_ongoing, "max_queued_requests": max_ongoing}
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,7 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
     """
     deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
         num_replicas=replicas,
-        max_ongoing_requests=max(256, 4 * max_batch_size),
+        **http_admission(max(256, 4 * max_batch_size)),
         ray_actor_options={"num_cpus": ENDPOINT_CPUS},
         user_config={"routes": routes},
         logging_config=QUIET_LOGS,
@@ -118,7 +130,7 @@ def server_application(index: dict[str, dict], controller: str | None = None,
                        auth: dict | None = None) -> Application:
     """The ``/`` application: server endpoints, the repository API, unknown or failed models."""
     deployment = serve.deployment(ServerIngress, name="server").options(
-        max_ongoing_requests=256, ray_actor_options={"num_cpus": SERVER_CPUS}, logging_config=QUIET_LOGS)
+        **http_admission(256), ray_actor_options={"num_cpus": SERVER_CPUS}, logging_config=QUIET_LOGS)
     return deployment.bind(index, controller, auth)
 
 

@@ -20,7 +20,14 @@ from ray import serve
 from ray.serve import Application
 
 from backends.errors import ConfigError
-from deployments.app import ENDPOINT_CPUS, QUIET_LOGS, gpu_available, pin_code_version, version_application
+from deployments.app import (
+    ENDPOINT_CPUS,
+    QUIET_LOGS,
+    gpu_available,
+    http_admission,
+    pin_code_version,
+    version_application,
+)
 from deployments.names import ENDPOINT_DEPLOYMENT, version_app
 from deployments.repository.scan import ModelEntry, scan_model
 from deployments.routing import route_for
@@ -35,7 +42,7 @@ COMPOSITE_MAX_ONGOING = 1024  # requests wait on members, not on this replica's 
 
 def _deployment(replicas: int, code_version: str | None) -> serve.Deployment:
     deployment = serve.deployment(CompositeEndpoint, name=ENDPOINT_DEPLOYMENT).options(
-        num_replicas=replicas, max_ongoing_requests=COMPOSITE_MAX_ONGOING,
+        num_replicas=replicas, **http_admission(COMPOSITE_MAX_ONGOING),
         ray_actor_options={"num_cpus": ENDPOINT_CPUS}, logging_config=QUIET_LOGS)
     # Same code version + same arguments: redeploying after a controller restart changes nothing.
     return pin_code_version(deployment, code_version)

@@ -89,3 +89,13 @@ def test_backends_never_unpickle_repository_files() -> None:
                  for p in (root / folder).rglob("*.py")
                  for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not offenders, offenders
+
+
+def test_http_replicas_never_queue_without_bound() -> None:
+    """Past max_ongoing_requests Serve queues inside the replica, unbounded by default: every HTTP
+    deployment bounds that queue, so overload gets an immediate 503 instead of a growing backlog."""
+    from deployments.app import endpoint_application, server_application
+
+    for app in (endpoint_application("fraud", [], max_batch_size=64), server_application({})):
+        config = app._bound_deployment._deployment_config  # Serve's own record of the options
+        assert config.max_ongoing_requests >= 256 and config.max_queued_requests == config.max_ongoing_requests
