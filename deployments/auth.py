@@ -102,7 +102,7 @@ def parse_open_groups(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if names == ("none",):
         return ()
-    unknown = [n for n in names if n not in ("health", "metrics", "docs")]
+    unknown = [n for n in names if n not in DEFAULT_OPEN_GROUPS]  # the open-by-default ones are all that may open
     if unknown:
         raise ConfigError(f"--open-endpoints: unknown group(s) {', '.join(unknown)}; use health, metrics, docs or none")
     return names

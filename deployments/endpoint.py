@@ -117,17 +117,14 @@ class V2Endpoint(ABC):
         return (await self._infer(inputs, version))[1]
 
     async def __call__(self, request: Request) -> Response:
-        try:  # first: HAProxy sends /v2/models/{model} here directly, past the server ingress
+        declared = request.headers.get("content-length", "")
+        try:  # before the body is read; the key first: HAProxy sends /v2/models/{model} here directly
             self._auth.check(request.url.path, request.headers.get("authorization"))
+            if declared.isdigit():
+                check_body_size(int(declared), self._limits)
         except ServingError as exc:
             return error_response(exc, self._model)
         path = request.url.path[len(request.scope.get("root_path", "")):]
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit():  # an oversized body is refused before it is read
-            try:
-                check_body_size(int(declared), self._limits)
-            except PayloadTooLarge as exc:
-                return error_response(exc, self._model)
         body = await request.body() if request.method == "POST" else b""
         return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body,
                                    request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))

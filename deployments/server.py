@@ -76,6 +76,7 @@ class ServerIngress:
     def __init__(self, index: dict[str, dict], controller: str | None = None, auth: dict | None = None) -> None:
         configure_logging("server")
         self._auth = AuthPolicy.from_dict(auth)
+        self._openapi = json.dumps(openapi_document(server_version()), separators=(",", ":"))  # fixed per process
         self._static_index = index
         self._controller_name = controller
         self._controller = None
@@ -189,8 +190,8 @@ class ServerIngress:
         merged = await hub_handle().collect.remote()
         return Response(render_prometheus(merged), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def _server_get(self, path: str) -> Response | None:
-        """The server's own read-only endpoints (any method for the three v2 ones, as before)."""
+    async def _server_get(self, method: str, path: str) -> Response | None:
+        """The server's own read-only endpoints (the three v2 ones answer any method, as before)."""
         if path == "/v2/health/live":
             return json_response({"live": True})
         if path == "/v2/health/ready":
@@ -198,18 +199,20 @@ class ServerIngress:
             return json_response({"ready": ready}, 200 if ready else 503)
         if path == "/v2":
             return json_response({"name": "infergrid", "version": server_version(), "extensions": EXTENSIONS})
+        if method != "GET":
+            return None
+        if path == "/openapi.json":
+            return Response(self._openapi, media_type="application/json")
+        if path == "/metrics":
+            return await self._metrics()
+        if path == "/v2/models/stats":
+            return json_response(triton_statistics(await hub_handle().collect.remote()))
         return None
 
     async def _dispatch(self, request: Request, path: str) -> Response:
-        answer = await self._server_get(path)
+        answer = await self._server_get(request.method, path)
         if answer is not None:
             return answer
-        if request.method == "GET" and path in ("/openapi.json", "/metrics", "/v2/models/stats"):
-            if path == "/openapi.json":
-                return json_response(openapi_document(server_version()))
-            if path == "/metrics":
-                return await self._metrics()
-            return json_response(triton_statistics(await hub_handle().collect.remote()))
         if path == "/v2/repository/index" and request.method == "POST":
             ready_only = bool((await _json_body(request)).get("ready", False))
             return json_response(await self.repository_index(ready_only))

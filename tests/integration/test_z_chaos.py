@@ -22,7 +22,6 @@ import requests
 from repository_helpers import BODY, wait_for
 
 from deployments.control import get_controller
-from deployments.names import CONTROLLER_NAMESPACE
 
 pytestmark = pytest.mark.integration
 
@@ -119,8 +118,7 @@ def test_everything_serves_again_after_replica_ingress_and_controller_are_killed
         status = outcome.split(" ", 1)[1]
         assert status in ("200", "500", "502", "503", "504", "connection closed"), report
     # Afterwards: the killed parts are back, and everything answers.
-    controller = ray.get_actor("infergrid-controller", namespace=CONTROLLER_NAMESPACE)
-    assert ray.get(controller.describe.remote(), timeout=60)["mode"] == "poll"
+    assert ray.get(get_controller().describe.remote(), timeout=60)["mode"] == "poll"
     assert replica_actors(version_app, "model") and replica_actors("chaos", "endpoint")
     for model in ("chaos", "fraud"):
         wait_for(lambda m=model: requests.post(f"{url}/v2/models/{m}/infer", json=BODY, timeout=30).status_code == 200,
