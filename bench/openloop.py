@@ -21,7 +21,16 @@ import numpy as np
 from bench.loadgen import _request_bytes
 from bench.traffic import read_response
 
-__all__ = ["run_open_loop"]
+__all__ = ["run_open_loop", "answer_kind"]
+
+ADMISSION_MARK = b"INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"  # named in the admission rule's 503 body
+
+
+def answer_kind(status: int, body: bytes) -> str:
+    """The status, with a 503 split by who refused: HAProxy's admission rule or a replica."""
+    if status != 503:
+        return str(status)
+    return "503 HAProxy" if ADMISSION_MARK in body else "503 replica"
 
 
 async def run_open_loop(url: str, body: bytes, rate: float, duration_s: float,  # noqa: C901 - one loop, one closure
@@ -52,13 +61,13 @@ async def run_open_loop(url: str, body: bytes, rate: float, duration_s: float,  
         sent = time.perf_counter()
         try:
             writer.write(request)
-            status, _ = await asyncio.wait_for(read_response(reader), timeout_s)
+            status, reply = await asyncio.wait_for(read_response(reader), timeout_s)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as exc:
             latencies["timeout" if isinstance(exc, TimeoutError) else "closed"].append(time.perf_counter() - sent)
             writer.close()
             open_connections[0] -= 1
             return
-        latencies[str(status)].append(time.perf_counter() - sent)
+        latencies[answer_kind(status, reply)].append(time.perf_counter() - sent)
         idle.append(connection)
 
     start = time.perf_counter()

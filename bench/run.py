@@ -85,12 +85,15 @@ def raw_throughput(repository: Path, model: str, seconds: float) -> dict[int, fl
     return results
 
 
-def served(url: str, body_file: Path, header_length: int | None, connections: int, seconds: float) -> dict:
+def served(url: str, body_file: Path, header_length: int | None, connections: int, seconds: float,
+           cpus: set[int] | None = None) -> dict:
+    """Closed-loop load from a ``bench.loadgen`` process (on ``cpus`` only, when given)."""
     command = [sys.executable, "-m", "bench.loadgen", "--url", url, "--body", str(body_file),
                "--connections", str(connections), "--duration", str(seconds)]
     if header_length:
         command += ["--header-length", str(header_length)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -168,12 +171,12 @@ def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: fl
     import ray
     from ray import serve
 
+    from deployments.admission import runtime_env
+    from deployments.cli import EMBEDDED_LOGICAL_CPUS
     from deployments.control import start_controller
 
-    from deployments.cli import EMBEDDED_LOGICAL_CPUS
-
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS), include_dashboard=False,
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+             log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env=runtime_env())
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     index = ray.get(start_controller(repository, mode, poll_secs).wait_started.remote())
     failed = {m: e["reason"] for m, e in index.items() if e["reason"]}

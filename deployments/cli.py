@@ -41,6 +41,11 @@ PERFORMANCE_ENV = {
     # replica would hold its CPUs, memory and GPU for Serve's 30 s load-balancer drain; HAProxy
     # drops a removed replica within a second of its reload.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    # Serve's HTTP-ingress metrics under HAProxy come from one log line per request, parsed in Python
+    # by the HAProxy manager actor: under 4x overload that parsing cost 60% of the requests served
+    # (bench/results/overload*.md). Per-model metrics are infergrid's own (/metrics); HAProxy's
+    # exporter (RAY_SERVE_HAPROXY_METRICS_PORT) still counts every answer, its 503s included.
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
 
 
@@ -57,15 +62,17 @@ def _start_ray(host: str, port: int) -> tuple[bool, str | None]:
     import ray
     from ray import serve
 
+    from deployments.admission import runtime_env
+
     embedded = not os.environ.get("RAY_ADDRESS")
     if embedded:
         # Replicas reserve fractional logical CPUs; on a small machine a repository of many models
         # would otherwise wait forever for CPUs it does not really need. Threads are set per replica.
         context = ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS),
                            include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
-                           _node_ip_address="127.0.0.1")
-    else:
-        context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+                           _node_ip_address="127.0.0.1", runtime_env=runtime_env())
+    else:  # the rule reaches HAProxy only if this call starts Serve (a running Serve keeps its own)
+        context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, runtime_env=runtime_env())
     serve.start(http_options={"host": host, "port": port})
     dashboard = getattr(context, "dashboard_url", None)
     return embedded, (f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard)
@@ -137,6 +144,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"infergrid: {refusal}", file=sys.stderr)
         return 2
+    from deployments.admission import inflight_per_replica
+
+    try:
+        per_replica = inflight_per_replica()
+    except ValueError as exc:
+        print(f"infergrid: {exc}", file=sys.stderr)
+        return 2
     serve_environment()
     import ray
 
@@ -171,6 +185,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{', '.join(policy.open_groups) or 'nothing'}")
     else:
         print("  API keys         none: every endpoint is open to whoever reaches this address")
+    bound = f"{per_replica} requests in flight per replica, then 503 from HAProxy" if per_replica else "no bound"
+    print(f"  admission        {bound} (INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA)")
     print("READY (Ctrl-C to stop)", flush=True)
     _wait_for_signal()
     print("shutting down ...", flush=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from backends.errors import ServingError
+from backends.errors import Overloaded, ServingError
 
 __all__ = ["json_response", "error_response", "unwrap_error"]
 
@@ -36,7 +36,9 @@ def error_response(exc: BaseException, model: str | None = None) -> Response:
     """Render any exception as ``{"error": "..."}`` with the right status."""
     exc = unwrap_error(exc)
     if isinstance(exc, ServingError):
-        if exc.http_status >= 500:
+        if isinstance(exc, Overloaded):  # one line per refusal would flood the log under overload
+            logger.debug("request refused (503): %s", exc)
+        elif exc.http_status >= 500:
             logger.warning("request failed: %s", exc)
         else:
             logger.info("request refused (%d): %s", exc.http_status, exc)

@@ -33,6 +33,9 @@ serve_environment()  # before ray.serve is imported anywhere: Serve reads these 
 # HAProxy's stats and Prometheus ports default to 8404 and 9101: never collide with anything running.
 os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
 os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+# HAProxy's admission bound (deployments.admission), lower than its default so a test can reach it;
+# above every test's concurrency (32 at most) elsewhere.
+os.environ.setdefault("INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA", "48")
 
 import ray  # noqa: E402
 import requests  # noqa: E402
@@ -88,8 +91,10 @@ def ray_cluster() -> Iterator[str]:
     Eight logical CPUs on a 2-core machine: the replicas reserve fractions of a CPU and mostly idle.
     """
     port = free_port()
+    from deployments.admission import runtime_env
+
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+             _node_ip_address="127.0.0.1", runtime_env=runtime_env())
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     ray.shutdown()

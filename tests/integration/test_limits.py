@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,3 +94,34 @@ def test_requests_time_out_with_504_and_leave_the_queue(url: str, new_model: Cal
     bad = requests.post(f"{url}/v2/models/timed/infer", data=body, timeout=60,
                         headers={"Content-Type": "application/json", "X-Request-Timeout-Ms": "soon"})
     assert bad.status_code == 400 and "X-Request-Timeout-Ms" in bad.json()["error"]
+
+
+def test_past_the_inflight_bound_haproxy_refuses_at_once(url: str, new_model: Callable[..., Path]) -> None:
+    """More concurrent requests than ``INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA`` (48 in this session)
+    for one endpoint replica: HAProxy answers the excess 503 + Retry-After itself, in JSON naming the
+    setting, while the admitted ones wait out their 0.5 s batch window and succeed."""
+    per_replica = int(os.environ["INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"])  # set by conftest
+    held = config_for("admitted", **{"max_queue_delay_microseconds: 2000": "max_queue_delay_microseconds: 500000"})
+    new_model("admitted", seed=64, config=held)
+    clients = per_replica + 16
+    barrier = threading.Barrier(clients)
+
+    def one(_: int) -> tuple[int, float, str | None, str]:
+        session = requests.Session()
+        session.get(f"{url}/v2/health/live", timeout=30)  # connect before the barrier
+        barrier.wait(30)
+        start = time.perf_counter()
+        response = session.post(f"{url}/v2/models/admitted/infer", data=json.dumps(BODY).encode(), timeout=60,
+                                headers={"Content-Type": "application/json"})
+        return response.status_code, time.perf_counter() - start, response.headers.get("Retry-After"), response.text
+
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(one, range(clients)))
+    ok = [a for a in answers if a[0] == 200]
+    refused = [a for a in answers if a[0] == 503]
+    assert len(ok) + len(refused) == clients, [a[:2] for a in answers]
+    assert refused and len(ok) <= per_replica, (len(ok), len(refused))
+    for _, seconds, retry, text in refused:
+        assert retry == "1" and "INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA" in json.loads(text)["error"]
+        assert seconds < 0.3, refused  # refused at once, not after the 0.5 s batch window
+    assert post(url, "admitted", json.dumps(BODY).encode()).status_code == 200
