@@ -8,8 +8,8 @@ configuration from a template in its proxy-manager actor and has no setting for 
 ``install`` (run in every worker of the job as Ray's ``worker_process_setup_hook``) adds one rule
 to each application backend of that template. If the template no longer has the line the rule
 is anchored on (another Ray version), nothing is changed and the replicas' own limits
-(``max_queued_requests``, ``max_queue_size``) still apply; ``tests/integration`` checks the rule is
-in the served configuration.
+(``max_queued_requests``, ``max_queue_size``) still apply; ``tests/unit/test_admission.py`` fails
+on such a template, and ``tests/integration/test_limits.py`` has HAProxy answer past the bound.
 """
 
 from __future__ import annotations
