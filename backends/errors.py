@@ -123,6 +123,17 @@ class Overloaded(ServingError):
         return {"Retry-After": str(self.retry_after_s)}
 
 
+class ReplicaLost(ServingError):
+    """The replica running a request died (killed, out of memory, its node gone): 503 with
+    ``Retry-After``, since Serve is already starting a replacement and a retry will be served."""
+
+    http_status = 503
+    retry_after_s = Overloaded.retry_after_s
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class RequestTimeout(ServingError):
     """A request not answered within its timeout (the model's default or the request's own)."""
 

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import ray
 from ray import serve
+from ray.exceptions import RayActorError
 
-from backends.errors import ModelNotFound, ModelNotReady, Overloaded, RequestTimeout, ServingError
+from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ReplicaLost, RequestTimeout, ServingError
 from deployments.batching import BatchStats, split_outputs, stack_inputs
 from deployments.http import unwrap_error
 from deployments.metrics import Recorder, failure_reason
@@ -176,14 +177,20 @@ class VersionRoute:
 
     async def _bounded(self, inputs: dict[str, np.ndarray],
                        timeout_s: float | None) -> tuple[dict[str, np.ndarray], int, float, float]:
-        if not timeout_s:
-            return await self._infer(inputs)
         try:
+            if not timeout_s:
+                return await self._infer(inputs)
             return await asyncio.wait_for(self._infer(inputs), timeout_s)
         except TimeoutError:
             raise RequestTimeout(f"model {self.model!r} version {self.version}: no answer within "
                                  f"{timeout_s * 1000:.0f} ms (default_timeout_microseconds, or the request's "
                                  f"X-Request-Timeout-Ms header / parameters.timeout)") from None
+        except Exception as exc:
+            if isinstance(unwrap_error(exc), RayActorError) or isinstance(exc, RayActorError):
+                raise ReplicaLost(f"model {self.model!r} version {self.version}: the replica running this "
+                                  f"request died ({type(unwrap_error(exc)).__name__}); Serve is replacing it, "
+                                  f"retry") from exc
+            raise
 
     async def _infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, float, float]:
         """(outputs, rows, seconds queued, seconds computing) of one request."""

@@ -10,12 +10,14 @@ Named to run last: it restarts the controller and the server ingress that every 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 import requests
@@ -47,6 +49,7 @@ class SteadyLoad:
     def __init__(self, url: str, model: str, threads: int = 4) -> None:
         self.outcomes: Counter[str] = Counter()
         self.last_success: dict[str, float] = {}
+        self.errors: dict[str, set[str]] = {}  # outcome -> the distinct error bodies of 5xx answers
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._targets = [("infer", "POST", f"{url}/v2/models/{model}/infer", BODY)] * threads + [
@@ -61,6 +64,9 @@ class SteadyLoad:
                 response = session.request(method, target, json=body, timeout=CLIENT_TIMEOUT_S,
                                            headers={"X-Request-Timeout-Ms": SERVER_TIMEOUT_MS})
                 outcome = f"{kind} {response.status_code}"
+                if response.status_code >= 500:
+                    with self._lock:
+                        self.errors.setdefault(outcome, set()).add(response.text[:200])
                 if response.status_code == 200:
                     with self._lock:
                         self.last_success[kind] = time.monotonic()
@@ -108,7 +114,8 @@ def test_everything_serves_again_after_replica_ingress_and_controller_are_killed
             recovery_s[what] = round(min(load.last_success[k] for k in kinds) - killed_at, 2)
             time.sleep(1)
     counts = dict(sorted(load.outcomes.items()))
-    report = {"outcomes": counts, "recovery_s": recovery_s}
+    report = {"outcomes": counts, "recovery_s": recovery_s,
+              "errors": {k: sorted(v) for k, v in sorted(load.errors.items())}}
     (tmp_path / "chaos_counts.json").write_text(json.dumps(report, indent=1))
     print("chaos:", json.dumps(report))
 
@@ -117,6 +124,8 @@ def test_everything_serves_again_after_replica_ingress_and_controller_are_killed
     for outcome in counts:  # successes, or errors a client can act on; never a 4xx for good requests
         status = outcome.split(" ", 1)[1]
         assert status in ("200", "500", "502", "503", "504", "connection closed"), report
+    # A request whose replica died is told so, as a 503 to retry, not an internal error.
+    assert not [e for e in load.errors.get("infer 500", ()) if "ActorDied" in e or "ActorError" in e], report
     # Afterwards: the killed parts are back, and everything answers.
     assert ray.get(get_controller().describe.remote(), timeout=60)["mode"] == "poll"
     assert replica_actors(version_app, "model") and replica_actors("chaos", "endpoint")
@@ -131,3 +140,59 @@ def served_apps() -> list[str]:
     from ray import serve
 
     return list(serve.status().applications)
+
+
+@ray.remote(num_cpus=0)
+class DyingVersion:
+    """Stands where a version's replica stands for a router: describes a real version, then holds
+    every batch until it is killed (a real Ray actor death, as a killed replica's)."""
+
+    def __init__(self, info) -> None:
+        self._info = info
+
+    async def describe(self):
+        return self._info
+
+    async def infer_batch(self, inputs):
+        await asyncio.sleep(60)
+
+
+def test_a_request_whose_replica_dies_gets_a_503_to_retry(served: dict, run_async) -> None:
+    """The chaos test kills a replica between requests as often as during one; here the request is
+    certainly inside the replica when it dies."""
+    from ray import serve
+
+    from backends.errors import ReplicaLost
+    from deployments.http import error_response
+    from deployments.names import VERSION_DEPLOYMENT
+    from deployments.router import VersionRoute
+    from deployments.routing import Route
+
+    fraud_v1 = next(name for name in served_apps() if name.startswith("fraud:v1"))
+
+    async def describe():  # a handle's router lives on the loop it is first used on
+        return await serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=fraud_v1).describe.remote()
+
+    info = run_async(describe())
+    replica = DyingVersion.remote(info)
+    route = VersionRoute("fraud", Route(1, "dying"), handle=replica)
+    inputs = {"features": np.asarray(BODY["inputs"][0]["data"], dtype=np.float32).reshape(1, -1)}
+
+    async def infer_and_render() -> tuple[BaseException, int, dict]:
+        try:
+            await route.infer(inputs)
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it is
+            response = error_response(exc, "fraud")
+            return exc, response.status_code, dict(response.headers)
+        raise AssertionError("the request was answered by a replica that never answers")
+
+    async def kill_during() -> tuple[BaseException, int, dict]:
+        await route.describe()  # the actor is up: the request below goes straight into infer_batch
+        task = asyncio.ensure_future(infer_and_render())
+        await asyncio.sleep(1.0)
+        ray.kill(replica, no_restart=True)
+        return await asyncio.wait_for(task, 30)
+
+    exc, status, headers = run_async(kill_during())
+    assert isinstance(exc, ReplicaLost) and "died" in str(exc) and "'fraud' version 1" in str(exc), exc
+    assert status == 503 and headers.get("retry-after") == "1"
