@@ -20,7 +20,8 @@ import os
 from backends.errors import Overloaded
 
 __all__ = ["SETUP_HOOK", "LIMIT_ENV", "DEFAULT_INFLIGHT_PER_REPLICA", "admission_rule", "patched_template",
-           "install", "inflight_per_replica", "runtime_env"]
+           "install", "inflight_per_replica", "runtime_env",
+           "side_ports_on_serving_host"]
 
 SETUP_HOOK = "deployments.admission.install"
 LIMIT_ENV = "INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"
@@ -66,6 +67,23 @@ def patched_template(template: str, per_replica: int) -> str | None:
     return template.replace(_ANCHOR, _ANCHOR + admission_rule(per_replica), 1)
 
 
+# Serve binds HAProxy's Prometheus exporter and stats page on every interface, whatever host the
+# HTTP frontend serves on; they follow the frontend's host instead, so `infergrid serve`'s default
+# 127.0.0.1 keeps them on this machine too.
+_SIDE_BINDS = (("    bind :{{ config.metrics_port }}\n",
+                "    bind {{ config.frontend_host }}:{{ config.metrics_port }}\n"),
+               ("  bind *:{{ config.stats_port }}\n",
+                "  bind {{ config.frontend_host }}:{{ config.stats_port }}\n"))
+
+
+def side_ports_on_serving_host(template: str) -> str:
+    """``template`` with HAProxy's exporter and stats page bound where the HTTP frontend is (each
+    edit only where its line is found)."""
+    for stock, ours in _SIDE_BINDS:
+        template = template.replace(stock, ours)
+    return template
+
+
 def runtime_env() -> dict:
     """The job ``runtime_env`` that installs the rule: pass to ``ray.init`` before ``serve.start``
     (Serve's controller and its HAProxy manager inherit the job's setup hook)."""
@@ -73,21 +91,21 @@ def runtime_env() -> dict:
 
 
 def install() -> None:
-    """Ray worker setup hook: patch Serve's HAProxy template in this process (cheap when unused).
+    """Ray worker setup hook: patch Serve's HAProxy template in this process (cheap when unused):
+    the admission rule, and the exporter and stats page bound to the serving host.
 
     Never raises: a worker must start even with a bad ``INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA``
     (``infergrid serve`` refuses one before Ray starts).
     """
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
         return
+    from ray.serve._private import haproxy
+
+    template = side_ports_on_serving_host(haproxy.HAPROXY_CONFIG_TEMPLATE)
     try:
         per_replica = inflight_per_replica()
     except ValueError:
-        return
-    if per_replica == 0:
-        return
-    from ray.serve._private import haproxy
-
-    patched = patched_template(haproxy.HAPROXY_CONFIG_TEMPLATE, per_replica)
-    if patched is not None:
-        haproxy.HAPROXY_CONFIG_TEMPLATE = patched
+        per_replica = 0
+    if per_replica:
+        template = patched_template(template, per_replica) or template
+    haproxy.HAPROXY_CONFIG_TEMPLATE = template

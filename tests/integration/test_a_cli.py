@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,30 @@ def explicit_repository(example_repository: Path, tmp_path: Path) -> Path:
     return root
 
 
+def own_address() -> str | None:
+    """This machine's address on its outward interface (no packet is sent), None if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def check_side_ports_stay_local(metrics_port: int, stats_port: int) -> None:
+    """HAProxy's exporter and stats page answer on the serving host (127.0.0.1), not on the network."""
+    assert "haproxy_backend_http_responses_total" in requests.get(f"http://127.0.0.1:{metrics_port}/metrics",
+                                                                  timeout=10).text
+    assert requests.get(f"http://127.0.0.1:{stats_port}/stats", timeout=10).status_code == 200
+    outside = own_address()
+    if outside is None:
+        return
+    for port in (metrics_port, stats_port):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://{outside}:{port}/", timeout=5)
+
+
 def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -102,6 +127,8 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
         assert infer(url, "fraud").json()["model_version"] == "1"
         assert infer(url, "spare").status_code == 503
         check_api_keys(url)
+        check_side_ports_stay_local(int(env["RAY_SERVE_HAPROXY_METRICS_PORT"]),
+                                    int(env["RAY_SERVE_HAPROXY_STATS_PORT"]))
 
         # A new version on disk changes nothing until the API says so.
         from build_repository import build_fraud

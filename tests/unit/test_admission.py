@@ -61,3 +61,12 @@ def test_the_setup_hook_patches_only_when_asked(monkeypatch: pytest.MonkeyPatch,
     admission.install()  # never raises, even for a bad value
     assert ("be_conn gt {{ 32 *" in haproxy.HAPROXY_CONFIG_TEMPLATE) is patched
     assert admission.runtime_env() == {"worker_process_setup_hook": "deployments.admission.install"}
+
+
+def test_haproxys_side_ports_follow_the_serving_host() -> None:
+    stock = haproxy_templates.HAPROXY_CONFIG_TEMPLATE
+    moved = admission.side_ports_on_serving_host(stock)
+    assert "bind :{{ config.metrics_port }}" in stock and "bind *:{{ config.stats_port }}" in stock, \
+        "Ray's HAProxy template changed: deployments.admission's bind lines are gone"
+    assert moved.count("bind {{ config.frontend_host }}:") == 3  # the HTTP frontend, the exporter, the stats page
+    Environment().parse(moved)
