@@ -31,6 +31,7 @@ class ServingError(Exception):
     """Root of every error the server reports to a client."""
 
     http_status: int = 500
+    retry_after_s: int | None = None  # set: the answer carries Retry-After (a retry will be served)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,7 +42,7 @@ class ServingError(Exception):
 
     def response_headers(self) -> dict[str, str] | None:
         """Headers the HTTP answer carries besides the JSON error (Retry-After, WWW-Authenticate)."""
-        return None
+        return None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
 
 class InvalidRequest(ServingError):
@@ -119,9 +120,6 @@ class Overloaded(ServingError):
     http_status = 503
     retry_after_s = 1
 
-    def response_headers(self) -> dict[str, str] | None:
-        return {"Retry-After": str(self.retry_after_s)}
-
 
 class ReplicaLost(ServingError):
     """The replica running a request died (killed, out of memory, its node gone): 503 with
@@ -129,9 +127,6 @@ class ReplicaLost(ServingError):
 
     http_status = 503
     retry_after_s = Overloaded.retry_after_s
-
-    def response_headers(self) -> dict[str, str] | None:
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 class RequestTimeout(ServingError):

@@ -186,11 +186,11 @@ class VersionRoute:
                                  f"{timeout_s * 1000:.0f} ms (default_timeout_microseconds, or the request's "
                                  f"X-Request-Timeout-Ms header / parameters.timeout)") from None
         except Exception as exc:
-            if isinstance(unwrap_error(exc), RayActorError) or isinstance(exc, RayActorError):
-                raise ReplicaLost(f"model {self.model!r} version {self.version}: the replica running this "
-                                  f"request died ({type(unwrap_error(exc)).__name__}); Serve is replacing it, "
-                                  f"retry") from exc
-            raise
+            cause = unwrap_error(exc)  # a RayActorError itself, or one carried by a task error
+            if not isinstance(cause, RayActorError):
+                raise
+            raise ReplicaLost(f"model {self.model!r} version {self.version}: the replica running this "
+                              f"request died ({type(cause).__name__}); Serve is replacing it, retry") from exc
 
     async def _infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int, float, float]:
         """(outputs, rows, seconds queued, seconds computing) of one request."""
@@ -339,12 +339,11 @@ class ModelRouter:
             raise
         try:
             return route.version, await route.infer(inputs, timeout_s)
-        except ServingError:
-            raise
-        except Exception:
-            # The version went away between routing and answering (it was swapped out): an
-            # unversioned request is answered by the version now serving instead.
-            if version is None and self.route(None) is not route:
+        except Exception as exc:
+            # The version went away between routing and answering (it was swapped out, its replica
+            # gone): an unversioned request is answered by the version now serving instead.
+            gone = isinstance(exc, ReplicaLost) or not isinstance(exc, ServingError)
+            if gone and version is None and self.route(None) is not route:
                 retry = self.route(None)
                 return retry.version, await retry.infer(inputs, timeout_s)
             raise
