@@ -95,7 +95,7 @@ def _open_loop_process(url: str, body_file: Path, rate: float, seconds: float, c
             try:
                 os.setpriority(os.PRIO_PROCESS, 0, nice)
             except PermissionError:
-                pass  # not root: the probe then shares the generator's priority (reported)
+                pass  # not root: the probe shares the generator's priority (write_results says so)
 
     command = [sys.executable, "-m", "bench.openloop", "--url", url, "--body", str(body_file),
                "--rate", str(rate), "--duration", str(seconds)]
@@ -193,7 +193,8 @@ def write_results(out: Path, command: str, capacity: dict, overload: dict, probe
              "", "| answer | count | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
     for status, row in overload["statuses"].items():
         lines.append(f"| {status} | {row['count']:,} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
-    lines += ["", f"Probe: {probe['offered_rps']:,.0f} req/s more from a second generator at nice {PROBE_NICE} "
+    priority = f"nice {PROBE_NICE}" if os.geteuid() == 0 else "the load generator's priority (not root)"
+    lines += ["", f"Probe: {probe['offered_rps']:,.0f} req/s more from a second generator at {priority} "
               "(its event loop idle, so its times are the server's, not the load generator's own backlog):", "",
               "| answer | count | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
     for status, row in probe["statuses"].items():
