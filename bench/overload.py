@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.run import ROOT, request_body, served, start_serving
-from deployments.admission import inflight_per_replica
+from deployments.launch.admission import inflight_per_replica
 
 sys.path.insert(0, str(ROOT / "examples"))
 

@@ -138,7 +138,7 @@ def measure_hops(model: str, seconds: float) -> list[dict]:
 
     from ray import serve
 
-    from deployments.handles import get_model_handle
+    from deployments.dataplane.handles import get_model_handle
     from deployments.names import VERSION_DEPLOYMENT, parse_version_app
 
     name, shape = INPUTS[model]
@@ -165,15 +165,15 @@ def measure_hops(model: str, seconds: float) -> list[dict]:
 
 def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: float = 1.0) -> str:
     """An embedded Ray + Serve with a repository controller, as ``infergrid serve`` starts them."""
-    from deployments.cli import serve_environment
+    from deployments.launch.cli import serve_environment
 
     serve_environment()
     import ray
     from ray import serve
 
-    from deployments.admission import runtime_env
-    from deployments.cli import EMBEDDED_LOGICAL_CPUS
-    from deployments.control import start_controller
+    from deployments.launch.admission import runtime_env
+    from deployments.launch.cli import EMBEDDED_LOGICAL_CPUS
+    from deployments.control.client import start_controller
 
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS), include_dashboard=False,
              log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env=runtime_env())

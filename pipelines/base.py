@@ -18,7 +18,7 @@ from backends.errors import ModelNotFound
 from backends.model_config import ModelConfig
 
 if TYPE_CHECKING:  # a pipeline module stays pure (no Ray) for its unit tests; replicas pass Members in
-    from pipelines.members import Members
+    from deployments.composites.members import Members
 
 __all__ = ["Pipeline"]
 

@@ -19,7 +19,7 @@ from pipelines.base import Pipeline
 from pipelines.graph import EnsembleGraph, build_graph, step_label
 
 if TYPE_CHECKING:
-    from pipelines.members import Members
+    from deployments.composites.members import Members
 
 __all__ = ["Ensemble"]
 

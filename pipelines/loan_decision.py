@@ -185,6 +185,6 @@ class LoanDecision(Pipeline):
 def app(args: dict[str, str]):
     """``serve run pipelines.loan_decision:app [repository=PATH]``: the pipeline and its two models
     in one application (plain JSON at ``POST /``, v2 at ``POST /infer``), no controller needed."""
-    from pipelines.app import DEFAULT_REPOSITORY, standalone_application
+    from deployments.applications.composite import DEFAULT_REPOSITORY, standalone_application
 
     return standalone_application(Path(args.get("repository") or DEFAULT_REPOSITORY), "loan_decision")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.cli import serve_environment
+from deployments.launch.cli import serve_environment
 
 
 def free_port() -> int:
@@ -33,7 +33,7 @@ serve_environment()  # before ray.serve is imported anywhere: Serve reads these 
 # HAProxy's stats and Prometheus ports default to 8404 and 9101: never collide with anything running.
 os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
 os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-# HAProxy's admission bound (deployments.admission), lower than its default so a test can reach it;
+# HAProxy's admission bound (deployments.launch.admission), lower than its default so a test can reach it;
 # above every test's concurrency (32 at most) elsewhere.
 os.environ.setdefault("INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA", "48")
 
@@ -91,7 +91,7 @@ def ray_cluster() -> Iterator[str]:
     Eight logical CPUs on a 2-core machine: the replicas reserve fractions of a CPU and mostly idle.
     """
     port = free_port()
-    from deployments.admission import runtime_env
+    from deployments.launch.admission import runtime_env
 
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1", runtime_env=runtime_env())
@@ -106,7 +106,7 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
 
     Hot-swap tests add and remove model folders in this repository while it is served.
     """
-    from deployments.control import start_controller
+    from deployments.control.client import start_controller
 
     controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS)
     index = ray.get(controller.wait_started.remote(), timeout=300)

@@ -33,7 +33,7 @@ AS_MANAGEMENT = {"Authorization": f"Bearer {MANAGEMENT_KEY}"}
 
 
 def models_cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deployments.cli", "models", *args, "--url", url],
+    return subprocess.run([sys.executable, "-m", "deployments.launch.cli", "models", *args, "--url", url],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "INFERGRID_API_KEY": MANAGEMENT_KEY})
 
@@ -110,7 +110,7 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
     keys.write_text(json.dumps({INFERENCE_KEY: "inference", MANAGEMENT_KEY: "management"}))
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", "--repository", str(explicit_repository),
+            [sys.executable, "-m", "deployments.launch.cli", "serve", "--repository", str(explicit_repository),
              "--port", str(port), "--model-control-mode", "explicit", "--load-model", "fraud",
              "--api-keys", str(keys)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -143,7 +143,7 @@ def test_config_changes_apply_in_place_or_swap(url: str, new_model: Callable[...
 
 def test_controller_killed_mid_load_recovers_without_failures(url: str, new_model: Callable[..., Path],
                                                               served: dict) -> None:
-    from deployments.control import get_controller
+    from deployments.control.client import get_controller
 
     model_dir = new_model("restart", seed=400)
     expected = {1: output_of(model_dir / "1")}

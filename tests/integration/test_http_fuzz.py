@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from deployments.protocol.openapi import openapi_document
-from deployments.server import server_version
+from deployments.ingress.server import server_version
 
 pytestmark = pytest.mark.integration
 

@@ -153,7 +153,7 @@ def test_gpu_series_are_absent_without_a_gpu(url: str) -> None:
 
 
 def test_request_ids_are_echoed_and_in_the_json_logs(url: str) -> None:
-    from deployments.logs import log_dir
+    from deployments.observability.logs import log_dir
 
     response = post(url, "fraud", BAD_SHAPE, **{"X-Request-ID": "req-from-header-1"})
     assert response.status_code == 400 and response.headers["X-Request-ID"] == "req-from-header-1"

@@ -98,7 +98,7 @@ def test_concurrent_requests_form_batches(url: str, served: dict, run_async) -> 
 
 
 def test_deployment_handle_with_numpy(run_async) -> None:
-    from deployments.handles import get_model_handle
+    from deployments.dataplane.handles import get_model_handle
 
     x = np.zeros((2, 16), np.float32)
 

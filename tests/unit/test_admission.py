@@ -11,12 +11,12 @@ import pytest
 from jinja2 import Environment
 from ray.serve._private import haproxy, haproxy_templates
 
-from deployments import admission
+from deployments.launch import admission
 
 
 def test_the_rule_goes_into_every_application_backend_of_the_installed_template() -> None:
     patched = admission.patched_template(haproxy_templates.HAPROXY_CONFIG_TEMPLATE, 64)
-    assert patched is not None, "Ray's HAProxy template changed: deployments.admission's anchor is gone"
+    assert patched is not None, "Ray's HAProxy template changed: deployments.launch.admission's anchor is gone"
     assert patched.count("be_conn gt") == 1  # one backend block in the template, rendered per application
     assert admission.patched_template(patched, 64) == patched  # idempotent
     Environment().parse(patched)  # still a valid template
@@ -60,13 +60,13 @@ def test_the_setup_hook_patches_only_when_asked(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(admission.LIMIT_ENV, limit)
     admission.install()  # never raises, even for a bad value
     assert ("be_conn gt {{ 32 *" in haproxy.HAPROXY_CONFIG_TEMPLATE) is patched
-    assert admission.runtime_env() == {"worker_process_setup_hook": "deployments.admission.install"}
+    assert admission.runtime_env() == {"worker_process_setup_hook": "deployments.launch.admission.install"}
 
 
 def test_haproxys_side_ports_follow_the_serving_host() -> None:
     stock = haproxy_templates.HAPROXY_CONFIG_TEMPLATE
     moved = admission.side_ports_on_serving_host(stock)
     assert "bind :{{ config.metrics_port }}" in stock and "bind *:{{ config.stats_port }}" in stock, \
-        "Ray's HAProxy template changed: deployments.admission's bind lines are gone"
+        "Ray's HAProxy template changed: deployments.launch.admission's bind lines are gone"
     assert moved.count("bind {{ config.frontend_host }}:") == 3  # the HTTP frontend, the exporter, the stats page
     Environment().parse(moved)

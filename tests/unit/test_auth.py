@@ -1,4 +1,4 @@
-"""API keys and roles (deployments.auth), and the CLI's refusal to serve a network without keys."""
+"""API keys and roles (deployments.dataplane.auth), and the CLI's refusal to serve a network without keys."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from backends.errors import ConfigError, Forbidden, Unauthenticated
-from deployments.auth import AuthPolicy, endpoint_group, parse_api_keys, parse_open_groups, read_api_keys
-from deployments.cli import bind_refusal, is_loopback, main
+from deployments.dataplane.auth import AuthPolicy, endpoint_group, parse_api_keys, parse_open_groups, read_api_keys
+from deployments.launch.cli import bind_refusal, is_loopback, main
 
 KEYS = {"k-123": "inference", "k-456": "management"}
 POLICY = AuthPolicy.from_keys(KEYS)
@@ -78,7 +78,7 @@ def test_replicas_get_digests_never_keys() -> None:
 
 
 def test_every_digest_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    import deployments.auth as auth
+    import deployments.dataplane.auth as auth
 
     calls = []
     real = auth.hmac.compare_digest

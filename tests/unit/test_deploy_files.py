@@ -23,7 +23,7 @@ def test_cluster_yaml_is_valid_for_ray_up() -> None:
 
 
 def test_example_serve_config_is_what_infergrid_config_writes(example_repository: Path) -> None:
-    from deployments.serve_config import repository_serve_config
+    from deployments.applications.serve_config import repository_serve_config
 
     committed = yaml.safe_load((ROOT / "examples" / "serve_config.yaml").read_text())
     generated = repository_serve_config(example_repository, host="0.0.0.0", port=8000)
@@ -37,7 +37,7 @@ def test_example_serve_config_is_what_infergrid_config_writes(example_repository
 def test_cluster_nodes_start_ray_with_the_settings_infergrid_serve_uses() -> None:
     import yaml
 
-    from deployments.cli import PERFORMANCE_ENV
+    from deployments.launch.cli import PERFORMANCE_ENV
 
     cluster = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
@@ -48,13 +48,13 @@ def test_cluster_nodes_start_ray_with_the_settings_infergrid_serve_uses() -> Non
 
 
 def test_serve_config_composites_call_the_version_apps_listed_beside_them(example_repository: Path) -> None:
-    from deployments.serve_config import repository_serve_config
-    from pipelines.app import build_composite_app
+    from deployments.applications.serve_config import repository_serve_config
+    from deployments.applications.composite import build_composite_app
 
     config = repository_serve_config(example_repository)
     names = {a["name"] for a in config["applications"]}
     composite = next(a for a in config["applications"] if a["name"] == "risk_ensemble")
-    assert composite["import_path"] == "pipelines.app:build_composite_app"
+    assert composite["import_path"] == "deployments.applications.composite:build_composite_app"
     bound = build_composite_app(composite["args"])._bound_deployment  # Serve's own record of the arguments
     static = bound.init_args[4]
     assert {r["app"] for member in static.values() for r in member["routes"]} <= names

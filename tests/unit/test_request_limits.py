@@ -10,7 +10,7 @@ from backends.errors import InvalidRequest, PayloadTooLarge
 from deployments.protocol.limits import RequestLimits, check_json_depth, limits_for
 from deployments.protocol.v2 import decode_infer_request
 from deployments.repository.config import parse_config
-from deployments.routing import route_for
+from deployments.dataplane.table import route_for
 
 ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]}
 
@@ -57,7 +57,7 @@ def test_limits_and_queue_size_come_from_the_config() -> None:
 
 
 def test_request_timeouts() -> None:
-    from deployments.endpoint import request_timeout_s
+    from deployments.ingress.v2_http import request_timeout_s
 
     assert request_timeout_s(None, None) is None
     assert request_timeout_s("250", 5) == 0.25  # the header wins over parameters.timeout
@@ -94,7 +94,7 @@ def test_backends_never_unpickle_repository_files() -> None:
 def test_http_replicas_never_queue_without_bound() -> None:
     """Past max_ongoing_requests Serve queues inside the replica, unbounded by default: every HTTP
     deployment bounds that queue, so overload gets an immediate 503 instead of a growing backlog."""
-    from deployments.app import endpoint_application, server_application
+    from deployments.applications.builders import endpoint_application, server_application
 
     for app in (endpoint_application("fraud", [], max_batch_size=64), server_application({})):
         config = app._bound_deployment._deployment_config  # Serve's own record of the options

@@ -7,7 +7,7 @@ from pathlib import Path
 from build_repository import FRAUD_CONFIG, build_fraud
 
 from deployments.repository.scan import scan_repository
-from deployments.serve_config import repository_serve_config
+from deployments.applications.serve_config import repository_serve_config
 
 
 def write(path: Path, text: str = "x") -> Path:
@@ -64,7 +64,7 @@ def test_serve_config_lists_every_application(tmp_path: Path) -> None:
 
 
 def test_failure_reason_keeps_our_error_line() -> None:
-    from deployments.app import failure_reason
+    from deployments.applications.builders import failure_reason
 
     traceback = ("The deployment failed to start 1 times.\nTraceback (most recent call last):\n  File x\n"
                  "onnxruntime...InvalidProtobuf: parse failed\n\nThe above exception...\n"

@@ -3,7 +3,7 @@
 It speaks the v2 protocol for its model, validates each request against the version's signature
 (so one bad request never fails its batch-mates), and forms dynamic batches with ``@serve.batch``
 (a request of n rows counts as n). One call per *batch* then goes to the version's replicas. Routing
-lives in ``deployments.router``: unversioned requests go to the newest ready version, and the table
+lives in ``deployments.dataplane.router``: unversioned requests go to the newest ready version, and the table
 of versions changes (from the repository controller) without restarting the endpoint.
 
 ``V2Endpoint`` is the protocol half alone (paths, methods, codecs, errors); ensembles and pipelines
@@ -21,16 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, ServingError
-from deployments.auth import AuthPolicy
-from deployments.http import error_response, json_response
-from deployments.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
-from deployments.metrics import Recorder, triton_statistics
-from deployments.metrics_hub import hub_handle, replica_recorder
+from deployments.dataplane.auth import AuthPolicy
+from deployments.ingress.http import error_response, json_response
+from deployments.observability.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
+from deployments.observability.metrics import Recorder, triton_statistics
+from deployments.observability.hub import hub_handle, replica_recorder
 from deployments.names import model_route
 from deployments.protocol.limits import RequestLimits, check_body_size
 from deployments.protocol.v2 import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
-from deployments.router import ModelRouter, replica_identity
-from deployments.routing import Route
+from deployments.dataplane.router import ModelRouter, replica_identity
+from deployments.dataplane.table import Route
 
 __all__ = ["ModelEndpoint", "V2Endpoint"]
 

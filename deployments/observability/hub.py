@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 
-from deployments.metrics import Recorder, merge_snapshots
+from deployments.observability.metrics import Recorder, merge_snapshots
 
 __all__ = ["MetricsHub", "HUB_NAME", "hub_handle", "report_forever", "replica_recorder", "metrics_enabled",
            "REPORT_INTERVAL_S"]

@@ -98,7 +98,7 @@ class ModelVersion:
     def _start_gpu_reporting(self) -> None:
         """GPU utilisation, memory and fragmentation, sampled before each report (GPU replicas only;
         started on the first call, which runs on the replica's event loop)."""
-        from deployments.metrics_hub import replica_recorder
+        from deployments.observability.hub import replica_recorder
 
         self._gpu_reporting = True
         device = self._info.device

@@ -20,15 +20,15 @@ from starlette.responses import Response
 
 from backends.errors import ConfigError, InvalidRequest, ModelNotFound, RequestTimeout, ServingError
 from backends.model_config import ModelConfig
-from deployments.auth import AuthPolicy
-from deployments.endpoint import V2Endpoint
-from deployments.http import json_response
-from deployments.logs import configure_logging
-from deployments.metrics import failure_reason
-from deployments.metrics_hub import metrics_enabled, replica_recorder
+from deployments.dataplane.auth import AuthPolicy
+from deployments.ingress.v2_http import V2Endpoint
+from deployments.ingress.http import json_response
+from deployments.observability.logs import configure_logging
+from deployments.observability.metrics import failure_reason
+from deployments.observability.hub import metrics_enabled, replica_recorder
 from deployments.protocol.limits import limits_for
 from deployments.protocol.v2 import model_metadata, validate_inputs
-from pipelines.members import Members
+from deployments.composites.members import Members
 from pipelines.spec import pipeline_class
 
 __all__ = ["CompositeEndpoint"]

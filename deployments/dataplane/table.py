@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from backends.model_config import ModelConfig
-from deployments.model import batch_settings
+from deployments.dataplane.model_version import batch_settings
 
 __all__ = ["Route", "routes_token", "route_for"]
 

@@ -23,7 +23,7 @@ __all__ = ["SETUP_HOOK", "LIMIT_ENV", "DEFAULT_INFLIGHT_PER_REPLICA", "admission
            "install", "inflight_per_replica", "runtime_env",
            "side_ports_on_serving_host"]
 
-SETUP_HOOK = "deployments.admission.install"
+SETUP_HOOK = "deployments.launch.admission.install"
 LIMIT_ENV = "INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"
 DEFAULT_INFLIGHT_PER_REPLICA = 128  # two full batches of a max_batch_size 64 model
 RETRY_AFTER_S = Overloaded.retry_after_s

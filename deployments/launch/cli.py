@@ -8,7 +8,7 @@
     infergrid config --repository DIR [-o serve_config.yaml] [--api-keys FILE] ...
 
 API keys (``--api-keys FILE``, else the ``INFERGRID_API_KEYS`` variable holding the same JSON object
-``{"key": "inference" | "management"}``) are enforced by every HTTP replica (``deployments.auth``).
+``{"key": "inference" | "management"}``) are enforced by every HTTP replica (``deployments.dataplane.auth``).
 Binding anything but a loopback address with no keys is refused unless ``--allow-unauthenticated``.
 
 ``serve`` starts an embedded local Ray unless RAY_ADDRESS names a cluster to join. Ray Serve's
@@ -62,7 +62,7 @@ def _start_ray(host: str, port: int) -> tuple[bool, str | None]:
     import ray
     from ray import serve
 
-    from deployments.admission import runtime_env
+    from deployments.launch.admission import runtime_env
 
     embedded = not os.environ.get("RAY_ADDRESS")
     if embedded:
@@ -94,7 +94,7 @@ def auth_policy(args: argparse.Namespace):
     Raises:
         ConfigError: the keys or ``--open-endpoints`` are malformed (the message never holds a key).
     """
-    from deployments.auth import KEYS_ENV, AuthPolicy, parse_api_keys, parse_open_groups, read_api_keys
+    from deployments.dataplane.auth import KEYS_ENV, AuthPolicy, parse_api_keys, parse_open_groups, read_api_keys
 
     if args.api_keys:
         keys = read_api_keys(Path(args.api_keys))
@@ -144,7 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"infergrid: {refusal}", file=sys.stderr)
         return 2
-    from deployments.admission import inflight_per_replica
+    from deployments.launch.admission import inflight_per_replica
 
     try:
         per_replica = inflight_per_replica()
@@ -154,8 +154,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve_environment()
     import ray
 
-    from deployments.app import gpu_available
-    from deployments.control import start_controller, stop_controller
+    from deployments.applications.builders import gpu_available
+    from deployments.control.client import start_controller, stop_controller
 
     embedded, dashboard = _start_ray(args.host, args.port)
     controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
@@ -255,7 +255,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     """Write a Serve config (for ``serve deploy`` / ``serve run``) for a repository."""
     import yaml
 
-    from deployments.serve_config import repository_serve_config
+    from deployments.applications.serve_config import repository_serve_config
 
     policy, refusal = _security_setup(args)
     if refusal:

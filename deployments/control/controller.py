@@ -30,11 +30,11 @@ from ray import serve
 
 from backends.errors import ModelNotFound, RepositoryError, ServingError
 from backends.model_config import ModelConfig
-from deployments import app as apps
-from deployments.logs import configure_logging
-from deployments.metrics import Recorder
-from deployments.metrics_hub import metrics_enabled, report_forever
-from deployments.model import warmup_inputs
+from deployments.applications import builders as apps
+from deployments.observability.logs import configure_logging
+from deployments.observability.metrics import Recorder
+from deployments.observability.hub import metrics_enabled, report_forever
+from deployments.dataplane.model_version import warmup_inputs
 from deployments.names import (
     CONTROLLER_NAME,
     ENDPOINT_DEPLOYMENT,
@@ -50,7 +50,7 @@ from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
 from deployments.repository.watch import CompletionTracker, folder_state, load_identity
-from deployments.routing import Route, route_for, routes_token
+from deployments.dataplane.table import Route, route_for, routes_token
 
 __all__ = ["RepositoryController", "MODES", "WATCH_TIMEOUT_S"]
 
@@ -92,7 +92,7 @@ class _Model:
     override: ModelConfig | None = None  # explicit mode: config given to the load API
     unloaded_versions: set[int] = field(default_factory=set)
     warned: set[str] = field(default_factory=set)  # config warnings already logged
-    composite_tag: str = ""  # an ensemble's or pipeline's deployed config (see pipelines.app.composite_tag)
+    composite_tag: str = ""  # an ensemble's or pipeline's deployed config (see deployments.applications.composite.composite_tag)
 
     def ready(self, version: int, tag: str) -> _Version | None:
         return next((v for v in self.apps.values()
@@ -532,7 +532,7 @@ class RepositoryController:
         """
         # Imported here: deployments never import pipelines at module level (pipelines build on
         # deployments); the controller is the one place that deploys them.
-        from pipelines.app import composite_application
+        from deployments.applications.composite import composite_application
         from pipelines.spec import check_composite, composite_tag, composite_version, member_names
 
         config = entry.config

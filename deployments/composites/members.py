@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ServingError, StepFailed
-from deployments.http import unwrap_error
-from deployments.metrics import Recorder
-from deployments.router import ModelRouter, replica_identity
-from deployments.routing import Route
+from deployments.ingress.http import unwrap_error
+from deployments.observability.metrics import Recorder
+from deployments.dataplane.router import ModelRouter, replica_identity
+from deployments.dataplane.table import Route
 
 __all__ = ["Members", "MEMBER_WAIT_S"]
 

@@ -2,7 +2,7 @@
 
 Every replica that serves requests (model endpoints, ensembles and pipelines, the controller)
 records into one ``Recorder``: plain dict increments on the request path, no locks, no
-Prometheus objects. A reporter (``deployments.metrics_hub``) sends the recorder's cumulative
+Prometheus objects. A reporter (``deployments.observability.hub``) sends the recorder's cumulative
 ``snapshot`` to the cluster's metrics hub every second; ``/metrics`` and Triton's statistics
 extension render the hub's merge of every replica's snapshot. So the numbers cover every replica on
 every node, and a replica that goes away keeps its counts (the hub folds them in).

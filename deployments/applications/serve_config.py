@@ -4,7 +4,7 @@ Pure: scans the repository and writes import paths and args; nothing is deployed
 This is a fixed set of applications (what the repository holds now); following the repository and
 hot swaps need the controller, which ``infergrid serve`` starts (also against a cluster, with
 RAY_ADDRESS). An ensemble or pipeline is one application that calls its members' version
-applications by name (``pipelines.app:build_composite_app``).
+applications by name (``deployments.applications.composite:build_composite_app``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deployments.names import SERVER_APP, endpoint_app, model_route, version_app
 from deployments.repository.scan import scan_repository
-from deployments.routing import route_for
+from deployments.dataplane.table import route_for
 
 __all__ = ["repository_serve_config"]
 
@@ -32,19 +32,19 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
             continue
         if entry.config.composite:  # an ensemble or pipeline: one application over its members' version apps
             apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
-                         "import_path": "pipelines.app:build_composite_app",
+                         "import_path": "deployments.applications.composite:build_composite_app",
                          "args": {"repository": str(repository), "model": name, **secured}})
             continue
         versions = entry.served_versions
         routes = [route_for(v, version_app(name, v), entry.config).to_dict() for v in versions]
         for v in versions:
             apps.append({"name": version_app(name, v), "route_prefix": None,
-                         "import_path": "deployments.app:build_version_app",
+                         "import_path": "deployments.applications.builders:build_version_app",
                          "args": {"repository": str(repository), "model": name, "version": v}})
         apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
-                     "import_path": "deployments.app:build_endpoint_app",
+                     "import_path": "deployments.applications.builders:build_endpoint_app",
                      "args": {"model": name, "routes": routes, "max_batch_size": entry.config.max_batch_size,
                               "replicas": int(entry.config.parameter("endpoint_replicas", "1")), **secured}})
-    apps.append({"name": SERVER_APP, "route_prefix": "/", "import_path": "deployments.app:build_server_app",
+    apps.append({"name": SERVER_APP, "route_prefix": "/", "import_path": "deployments.applications.builders:build_server_app",
                  "args": {"repository": str(repository), **secured}})
     return {"proxy_location": "EveryNode", "http_options": {"host": host, "port": port}, "applications": apps}

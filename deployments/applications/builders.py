@@ -6,7 +6,7 @@ Three kinds of application (names in ``deployments.names``):
 * ``{model}``            one per model at ``/v2/models/{model}``: the ``endpoint`` deployment;
 * ``infergrid:server``   one at ``/``: server endpoints, the repository API, unknown and failed models.
 
-The repository controller (``deployments.controller``) decides which to run. The builders at
+The repository controller (``deployments.control.controller``) decides which to run. The builders at
 the end are import paths for a Serve config file (``infergrid config``), a fixed set of the same
 applications for ``serve deploy``.
 """
@@ -22,12 +22,12 @@ from ray import serve
 from ray.serve import Application
 
 from backends.model_config import ModelConfig
-from deployments.endpoint import ModelEndpoint
-from deployments.model import ModelVersion
+from deployments.ingress.v2_http import ModelEndpoint
+from deployments.dataplane.model_version import ModelVersion
 from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
 from deployments.protocol.limits import RequestLimits
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
-from deployments.server import ServerIngress
+from deployments.ingress.server import ServerIngress
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
            "http_admission",
@@ -195,7 +195,7 @@ def settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[st
 # --- builders for a Serve config file (``serve deploy``); each takes the file's ``args`` ---
 
 def build_version_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_version_app`` with args {repository, model, version}."""
+    """``import_path: deployments.applications.builders:build_version_app`` with args {repository, model, version}."""
     entry = scan_model(Path(args["repository"]) / args["model"])
     if entry.error:
         raise ValueError(entry.error)
@@ -203,14 +203,14 @@ def build_version_app(args: dict) -> Application:
 
 
 def build_endpoint_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_endpoint_app``; args {model, routes, max_batch_size, replicas, auth}."""
+    """``import_path: deployments.applications.builders:build_endpoint_app``; args {model, routes, max_batch_size, replicas, auth}."""
     return endpoint_application(args["model"], list(args["routes"]), int(args.get("max_batch_size", 0)),
                                 int(args.get("replicas", 1)), metrics=bool(args.get("metrics", True)),
                                 auth=args.get("auth"))
 
 
 def build_server_app(args: dict) -> Application:
-    """``import_path: deployments.app:build_server_app`` with args {repository, auth}: a fixed index."""
+    """``import_path: deployments.applications.builders:build_server_app`` with args {repository, auth}: a fixed index."""
     index = {name: {"versions": [] if entry.error else entry.served_versions, "reason": entry.error,
                     "endpoint": not entry.error}
              for name, entry in scan_repository(Path(args["repository"])).models.items()}

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
-from deployments.auth import AuthPolicy
-from deployments.http import error_response, json_response
-from deployments.logs import REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
-from deployments.metrics import render_prometheus, triton_statistics
-from deployments.metrics_hub import hub_handle
+from deployments.dataplane.auth import AuthPolicy
+from deployments.ingress.http import error_response, json_response
+from deployments.observability.logs import REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
+from deployments.observability.metrics import render_prometheus, triton_statistics
+from deployments.observability.hub import hub_handle
 from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
 from deployments.protocol.openapi import openapi_document
 from deployments.protocol.v2 import HEADER_LENGTH

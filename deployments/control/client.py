@@ -11,7 +11,7 @@ from pathlib import Path
 import ray
 from ray.actor import ActorHandle
 
-from deployments.controller import RepositoryController
+from deployments.control.controller import RepositoryController
 from deployments.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
 __all__ = ["start_controller", "get_controller", "stop_controller"]

@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from backends.errors import ConfigError
-from deployments.app import (
+from deployments.applications.builders import (
     ENDPOINT_CPUS,
     QUIET_LOGS,
     gpu_available,
@@ -30,8 +30,8 @@ from deployments.app import (
 )
 from deployments.names import ENDPOINT_DEPLOYMENT, version_app
 from deployments.repository.scan import ModelEntry, scan_model
-from deployments.routing import route_for
-from pipelines.endpoint import CompositeEndpoint
+from deployments.dataplane.table import route_for
+from deployments.ingress.composite_endpoint import CompositeEndpoint
 from pipelines.spec import check_composite, composite_tag, composite_version, member_names
 
 __all__ = ["composite_application", "standalone_application", "build_composite_app", "DEFAULT_REPOSITORY"]
@@ -92,7 +92,7 @@ def standalone_application(repository: Path, model: str, gpu: bool | None = None
 
 
 def build_composite_app(args: dict) -> Application:
-    """``import_path: pipelines.app:build_composite_app`` with args {repository, model, auth}: a Serve
+    """``import_path: deployments.applications.composite:build_composite_app`` with args {repository, model, auth}: a Serve
     config's composite, calling the version applications ``infergrid config`` lists for its members
     (fixed routes, no controller)."""
     repository = Path(args["repository"])

@@ -1,6 +1,6 @@
 """Routing one model's requests to its versions, as one replica sees them.
 
-A ``ModelRouter`` holds a model's routing table (``deployments.routing``): for every served version
+A ``ModelRouter`` holds a model's routing table (``deployments.dataplane.table``): for every served version
 a DeploymentHandle to the version's replicas and a ``@serve.batch`` queue that combines requests into
 batches. Model endpoints hold one router; ensembles and pipelines hold one per member, so a member's
 requests from many ensemble requests are batched too, and a member's hot swap reaches the ensemble
@@ -22,13 +22,13 @@ from ray import serve
 from ray.exceptions import RayActorError
 
 from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ReplicaLost, RequestTimeout, ServingError
-from deployments.batching import BatchStats, split_outputs, stack_inputs
-from deployments.http import unwrap_error
-from deployments.metrics import Recorder, failure_reason
-from deployments.model import VersionInfo
+from deployments.dataplane.batching import BatchStats, split_outputs, stack_inputs
+from deployments.ingress.http import unwrap_error
+from deployments.observability.metrics import Recorder, failure_reason
+from deployments.dataplane.model_version import VersionInfo
 from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT
 from deployments.protocol.v2 import validate_inputs
-from deployments.routing import Route, routes_token
+from deployments.dataplane.table import Route, routes_token
 
 __all__ = ["ModelRouter", "VersionRoute", "replica_identity"]
 
