@@ -7,7 +7,6 @@ work happen once, in the deployments. Constructing one is cheap; ``load`` does t
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,20 +17,7 @@ from backends.errors import BackendLoadError, InferenceFailed
 from backends.model_config import ModelConfig
 from backends.signature import ModelSignature
 
-__all__ = ["Backend", "resolve_model_path", "cpu_threads"]
-
-
-def cpu_threads(default: int = 1) -> int:
-    """Intra-op threads for this process: the CPUs Ray gave the actor, else ``default``.
-
-    Ray sets OMP_NUM_THREADS to the actor's ``num_cpus`` (at least 1) in its workers; we follow it so
-    that several replicas on a small machine do not fight over the same cores.
-    """
-    value = os.environ.get("INFERGRID_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    try:
-        return max(1, int(value)) if value else default
-    except ValueError:
-        return default
+__all__ = ["Backend", "resolve_model_path"]
 
 
 def resolve_model_path(config: ModelConfig, version_dir: Path, defaults: tuple[str, ...]) -> Path:
@@ -60,8 +46,11 @@ class Backend(ABC):
     #: File names looked for in a version folder, in order.
     default_filenames: tuple[str, ...] = ()
 
-    def __init__(self, config: ModelConfig, version_dir: Path, device: str = "cpu") -> None:
+    def __init__(self, config: ModelConfig, version_dir: Path, device: str = "cpu", threads: int = 1) -> None:
         self.config = config
+        # Intra-op threads: the CPUs the replica holds (passed by the deployment), so several
+        # replicas on a small machine do not fight over the same cores.
+        self.threads = max(1, int(threads))
         self.version_dir = Path(version_dir)
         self.device = device
         self._signature: ModelSignature | None = config.signature()

@@ -24,6 +24,10 @@ __all__ = [
     "RequestTimeout",
     "Unauthenticated",
     "Forbidden",
+    "MethodNotAllowed",
+    "ReplicaLost",
+    "unwrap_error",
+    "status_of",
 ]
 
 
@@ -107,6 +111,15 @@ class StepFailed(ServingError):
         self.args = (message, http_status)
         self.http_status = http_status
 
+    @classmethod
+    def of_member(cls, composite: str, step: str, exc: BaseException) -> StepFailed:
+        """The step's error for whatever its member raised (a Ray wrapper is unwrapped first)."""
+        cause = unwrap_error(exc)
+        # Not served (or not that version): the member cannot answer now; anything else is a fault.
+        status = 503 if isinstance(cause, (ModelNotReady, ModelNotFound, Overloaded)) else 500
+        text = str(cause) if isinstance(cause, ServingError) else f"{type(cause).__name__}: {cause}"
+        return cls(f"{composite!r} {step} failed: {text}", status)
+
 
 class PayloadTooLarge(ServingError):
     """A request over a size limit (body bytes, tensor elements); the message names the limit."""
@@ -148,3 +161,28 @@ class Forbidden(ServingError):
     """A known API key whose role does not allow this endpoint (403)."""
 
     http_status = 403
+
+
+class MethodNotAllowed(ServingError):
+    """An HTTP method the path does not take (405); the message says which to use."""
+
+    http_status = 405
+
+
+def unwrap_error(exc: BaseException) -> BaseException:
+    """The original exception behind a Ray task error (which wraps errors raised in replicas).
+
+    Duck-typed on the wrapper's ``cause`` attribute, so this module needs no Ray.
+    """
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status a failure is answered with: the one place that decides it.
+
+    A ``ServingError`` (also one wrapped by Ray on its way from a replica) keeps its own status;
+    anything else is an internal error (500).
+    """
+    cause = unwrap_error(exc)
+    return cause.http_status if isinstance(cause, ServingError) else 500

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from backends.base import Backend, cpu_threads
+from backends.base import Backend
 from backends.errors import BackendLoadError
 from backends.signature import ModelSignature, TensorSpec
 
@@ -52,7 +52,7 @@ class OnnxBackend(Backend):
 
     def load(self) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_threads()
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         path = self.model_path
         try:

@@ -64,6 +64,6 @@ def backend_class(platform: str) -> type[Backend]:
     return getattr(module, class_name)
 
 
-def create_backend(config: ModelConfig, version_dir: Path, device: str = "cpu") -> Backend:
-    """Build (not load) the backend for one model version."""
-    return backend_class(config.platform)(config, version_dir, device)
+def create_backend(config: ModelConfig, version_dir: Path, device: str = "cpu", threads: int = 1) -> Backend:
+    """Build (not load) the backend for one model version, with ``threads`` intra-op threads."""
+    return backend_class(config.platform)(config, version_dir, device, threads)

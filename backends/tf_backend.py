@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
-from backends.base import Backend, cpu_threads
+from backends.base import Backend
 from backends.dtypes import numpy_to_v2
 from backends.errors import BackendLoadError
 from backends.signature import ModelSignature, TensorSpec
@@ -45,7 +45,7 @@ class TensorFlowBackend(Backend):
     default_filenames = ("model.savedmodel", ".")
 
     def load(self) -> None:
-        _configure_runtime(cpu_threads())
+        _configure_runtime(self.threads)
         path = self.model_path
         signature_name = self.config.parameter("signature_name", "serving_default")
         self._tf_device = "/GPU:" + (self.device.partition(":")[2] or "0") if self.device.startswith("cuda") else "/CPU:0"

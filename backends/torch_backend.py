@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from backends.base import Backend, cpu_threads
+from backends.base import Backend
 from backends.dtypes import v2_to_numpy
 from backends.errors import BackendLoadError
 
@@ -29,7 +29,7 @@ class TorchBackend(Backend):
         if self._signature is None:
             raise BackendLoadError(
                 f"{self.config.name}: a PyTorch model needs input and output entries in config.pbtxt")
-        torch.set_num_threads(cpu_threads())
+        torch.set_num_threads(self.threads)
         self._device = torch.device(self.device)
         self._half = self.config.flag("half") and self._device.type == "cuda"  # fp16 only pays on a GPU
         path = self.model_path

@@ -64,12 +64,11 @@ def request_body(model: str, binary: bool) -> tuple[bytes, int | None]:
 
 def raw_throughput(repository: Path, model: str, seconds: float) -> dict[int, float]:
     """Rows per second of the backend alone, per batch size, with one intra-op thread (as a replica)."""
-    os.environ["INFERGRID_NUM_THREADS"] = "1"
     from backends.registry import create_backend
     from deployments.repository.scan import scan_model
 
     entry = scan_model(repository / model)
-    backend = create_backend(entry.config, entry.versions[1])
+    backend = create_backend(entry.config, entry.versions[1], threads=1)
     backend.load()
     name, shape = INPUTS[model]
     results = {}
@@ -179,7 +178,7 @@ def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: fl
              log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env=runtime_env())
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     index = ray.get(start_controller(repository, mode, poll_secs).wait_started.remote())
-    failed = {m: e["reason"] for m, e in index.items() if e["reason"]}
+    failed = {m: status.reason for m, status in index.items() if status.reason}
     if failed:
         raise SystemExit(f"models failed to load: {failed}")
     return f"http://127.0.0.1:{port}"

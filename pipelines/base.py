@@ -10,17 +10,23 @@ too (``pipelines.ensemble.Ensemble``), built from ``ensemble_scheduling``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from backends.errors import ModelNotFound
 from backends.model_config import ModelConfig
 
-if TYPE_CHECKING:  # a pipeline module stays pure (no Ray) for its unit tests; replicas pass Members in
-    from deployments.composites.members import Members
+__all__ = ["Pipeline", "MemberCalls"]
 
-__all__ = ["Pipeline"]
+
+class MemberCalls(Protocol):
+    """How a pipeline calls its members. Replicas pass ``deployments.composites.members.Members``;
+    unit tests pass a fake. A protocol, so this package never imports the Ray side."""
+
+    async def call(self, member: str, inputs: dict[str, np.ndarray], version: int | None = None,
+                   step: str | None = None) -> dict[str, np.ndarray]:
+        """Run ``member`` on ``inputs``; raises ``StepFailed`` naming the step and member."""
 
 
 class Pipeline(ABC):
@@ -33,7 +39,7 @@ class Pipeline(ABC):
 
     members: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: ModelConfig, calls: Members) -> None:
+    def __init__(self, config: ModelConfig, calls: MemberCalls) -> None:
         self.config = config
         self.calls = calls
 

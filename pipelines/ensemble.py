@@ -9,17 +9,12 @@ names the step and member).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from backends.errors import StepFailed
 from backends.model_config import EnsembleStep, ModelConfig
-from pipelines.base import Pipeline
+from pipelines.base import MemberCalls, Pipeline
 from pipelines.graph import EnsembleGraph, build_graph, step_label
-
-if TYPE_CHECKING:
-    from deployments.composites.members import Members
 
 __all__ = ["Ensemble"]
 
@@ -27,7 +22,7 @@ __all__ = ["Ensemble"]
 class Ensemble(Pipeline):
     """The pipeline an ``ensemble_scheduling`` block describes."""
 
-    def __init__(self, config: ModelConfig, calls: Members) -> None:
+    def __init__(self, config: ModelConfig, calls: MemberCalls) -> None:
         super().__init__(config, calls)
         self.graph: EnsembleGraph = build_graph(config)
 

@@ -5,7 +5,7 @@
 
 Served as the model ``loan_decision`` (``/v2/models/loan_decision/infer``, one tensor per raw
 field), at the plain JSON route ``POST /pipelines/loan_decision`` under ``infergrid serve``, and
-alone with ``serve run pipelines.loan_decision:app`` (plain JSON at ``POST /``). The feature
+alone with ``serve run deployments.applications.composite:standalone_app`` (plain JSON at ``POST /``). The feature
 builders and the decision rule are plain numpy functions, so a client can reproduce a decision by
 calling the two models itself (the tests do).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,10 +180,3 @@ class LoanDecision(Pipeline):
         decisions = [decide(float(f), float(c)).to_json() for f, c in zip(fraud, credit, strict=True)]
         return {"decisions": decisions} if many else decisions[0]
 
-
-def app(args: dict[str, str]):
-    """``serve run pipelines.loan_decision:app [repository=PATH]``: the pipeline and its two models
-    in one application (plain JSON at ``POST /``, v2 at ``POST /infer``), no controller needed."""
-    from deployments.applications.composite import DEFAULT_REPOSITORY, standalone_application
-
-    return standalone_application(Path(args.get("repository") or DEFAULT_REPOSITORY), "loan_decision")

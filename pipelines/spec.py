@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from backends.errors import ConfigError
 from backends.model_config import ModelConfig
-from deployments.repository.scan import ModelEntry
 from pipelines.base import Pipeline
 from pipelines.graph import build_graph
 
@@ -93,9 +92,9 @@ def check_composite(config: ModelConfig, members: Mapping[str, ModelConfig | Non
                               f"itself an ensemble or pipeline; members must be models")
 
 
-def composite_version(entry: ModelEntry) -> int:
+def composite_version(served_versions: Sequence[int]) -> int:
     """The version a composite reports: its newest version folder (1 when it has none)."""
-    return max(entry.served_versions or [1])
+    return max(served_versions or [1])
 
 
 def composite_tag(config: ModelConfig, version: int) -> str:

@@ -1,4 +1,4 @@
-"""The Serve applications infergrid runs, and the few Serve calls that start, watch and stop them.
+"""The Serve applications infergrid runs: what each binds, with which options (no Serve calls here).
 
 Three kinds of application (names in ``deployments.names``):
 
@@ -6,15 +6,14 @@ Three kinds of application (names in ``deployments.names``):
 * ``{model}``            one per model at ``/v2/models/{model}``: the ``endpoint`` deployment;
 * ``infergrid:server``   one at ``/``: server endpoints, the repository API, unknown and failed models.
 
-The repository controller (``deployments.control.controller``) decides which to run. The builders at
-the end are import paths for a Serve config file (``infergrid config``), a fixed set of the same
-applications for ``serve deploy``.
+The repository controller (``deployments.control``) decides which to run and starts them through
+``deployments.control.serve_calls``. The builders at the end are import paths for a Serve config
+file (``infergrid config``), a fixed set of the same applications for ``serve deploy``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +21,17 @@ from ray import serve
 from ray.serve import Application
 
 from backends.model_config import ModelConfig
-from deployments.ingress.v2_http import ModelEndpoint
 from deployments.dataplane.model_version import ModelVersion
+from deployments.ingress.model_endpoint import ModelEndpoint
+from deployments.ingress.server import ServerIngress
 from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
 from deployments.protocol.limits import RequestLimits
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
-from deployments.ingress.server import ServerIngress
+from deployments.repository.status import ModelStatus, static_statuses
 
 __all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
-           "http_admission",
-           "start_applications", "application_states", "endpoint_applications", "running_replicas", "settled",
-           "failure_reason", "pin_code_version", "build_version_app", "build_endpoint_app", "build_server_app"]
+           "http_admission", "pin_code_version", "build_version_app", "build_endpoint_app", "build_server_app",
+           "DEFAULT_REPLICA_CPUS", "ENDPOINT_CPUS", "SERVER_CPUS", "QUIET_LOGS"]
 
 logger = logging.getLogger("infergrid")
 
@@ -116,7 +115,7 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
     its request size limits (``parameters.max_request_bytes`` ...), as the endpoint starts; ``auth``:
     an ``AuthPolicy.to_dict()`` its replicas enforce (None: no API keys).
     """
-    deployment = serve.deployment(ModelEndpoint, name="endpoint").options(
+    deployment = serve.deployment(ModelEndpoint, name=ENDPOINT_DEPLOYMENT).options(
         num_replicas=replicas,
         **http_admission(max(256, 4 * max_batch_size)),
         ray_actor_options={"num_cpus": ENDPOINT_CPUS},
@@ -126,7 +125,7 @@ def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0
     return pin_code_version(deployment, "endpoint").bind(model, controller, metrics, limits, auth)
 
 
-def server_application(index: dict[str, dict], controller: str | None = None,
+def server_application(index: dict[str, ModelStatus], controller: str | None = None,
                        auth: dict | None = None) -> Application:
     """The ``/`` application: server endpoints, the repository API, unknown or failed models."""
     deployment = serve.deployment(ServerIngress, name="server").options(
@@ -139,57 +138,6 @@ def gpu_available() -> bool:
     import ray
 
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-
-
-def start_applications(specs: list[AppSpec]) -> None:
-    """Deploy (or update in place) applications without waiting for them."""
-    if specs:
-        serve.run_many([serve.RunTarget(s.app, s.name, s.route_prefix) for s in specs],
-                       wait_for_applications_running=False)
-
-
-_ERROR_LINE = re.compile(r"^backends\.errors\.\w+: (.+)$", re.MULTILINE)
-
-
-def failure_reason(message: str) -> str:
-    """The informative line of a replica's start-up traceback (our own error's message if present)."""
-    ours = _ERROR_LINE.findall(message)
-    if ours:
-        return ours[-1]
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[-1] if lines else message
-
-
-def application_states() -> dict[str, tuple[str, str]]:
-    """Every Serve application: name -> (status, failure reason or "")."""
-    states = {}
-    for name, app in serve.status().applications.items():
-        message = ""
-        if app.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-            message = failure_reason("; ".join(d.message for d in app.deployments.values() if d.message) or app.message)
-        states[name] = (getattr(app.status, "value", str(app.status)), message)
-    return states
-
-
-def endpoint_applications() -> set[str]:
-    """Applications that hold an ``endpoint`` deployment (model endpoints; never a user's own app)."""
-    return {name for name, app in serve.status().applications.items() if ENDPOINT_DEPLOYMENT in app.deployments}
-
-
-def running_replicas(app_name: str, deployment: str) -> int:
-    """How many replicas of a deployment are running (0 if the application does not exist)."""
-    app = serve.status().applications.get(app_name)
-    if app is None or deployment not in app.deployments:
-        return 0
-    return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
-
-
-def settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
-    """Of ``names``: those running, and those failed with their reason (the rest are still starting)."""
-    running = {name for name in names if states.get(name, ("",))[0] == "RUNNING"}
-    failed = {name: states[name][1] or states[name][0] for name in names
-              if states.get(name, ("",))[0] in ("DEPLOY_FAILED", "UNHEALTHY")}
-    return running, failed
 
 
 # --- builders for a Serve config file (``serve deploy``); each takes the file's ``args`` ---
@@ -211,7 +159,4 @@ def build_endpoint_app(args: dict) -> Application:
 
 def build_server_app(args: dict) -> Application:
     """``import_path: deployments.applications.builders:build_server_app`` with args {repository, auth}: a fixed index."""
-    index = {name: {"versions": [] if entry.error else entry.served_versions, "reason": entry.error,
-                    "endpoint": not entry.error}
-             for name, entry in scan_repository(Path(args["repository"])).models.items()}
-    return server_application(index, auth=args.get("auth"))
+    return server_application(static_statuses(scan_repository(Path(args["repository"]))), auth=args.get("auth"))

@@ -5,7 +5,8 @@ Three ways to run one:
 * under ``infergrid serve``: the repository controller checks the composite
   (``pipelines.spec.check_composite``) and deploys ``composite_application`` as the model's
   application; members are the repository's models, followed by name through the controller;
-* alone: ``serve run pipelines.loan_decision:app`` builds ``standalone_application``, one
+* alone: ``serve run deployments.applications.composite:standalone_app [model=loan_decision]
+  [repository=DIR]`` builds ``standalone_application``, one
   application holding the pipeline and one replica set per member (their newest versions), with
   fixed routes: no controller and no hot swaps;
 * in a Serve config (``infergrid config``): ``build_composite_app``, calling the members' version
@@ -28,15 +29,16 @@ from deployments.applications.builders import (
     pin_code_version,
     version_application,
 )
-from deployments.names import ENDPOINT_DEPLOYMENT, version_app
-from deployments.repository.scan import ModelEntry, scan_model
 from deployments.dataplane.table import route_for
 from deployments.ingress.composite_endpoint import CompositeEndpoint
+from deployments.names import ENDPOINT_DEPLOYMENT, version_app
+from deployments.repository.scan import ModelEntry, scan_model
 from pipelines.spec import check_composite, composite_tag, composite_version, member_names
 
-__all__ = ["composite_application", "standalone_application", "build_composite_app", "DEFAULT_REPOSITORY"]
+__all__ = ["composite_application", "standalone_application", "standalone_app", "build_composite_app",
+           "DEFAULT_REPOSITORY"]
 
-DEFAULT_REPOSITORY = Path(__file__).resolve().parents[1] / "examples" / "model_repository"
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "examples" / "model_repository"
 COMPOSITE_MAX_ONGOING = 1024  # requests wait on members, not on this replica's CPU
 
 
@@ -52,7 +54,7 @@ def composite_application(entry: ModelEntry, controller: str, auth: dict | None 
     """The model application of a composite under the repository controller."""
     config = entry.config
     assert config is not None
-    version = composite_version(entry)
+    version = composite_version(entry.served_versions)
     deployment = _deployment(config.replica_count, composite_tag(config, version))
     return deployment.bind(entry.name, config, version, controller, None, auth)
 
@@ -88,7 +90,7 @@ def standalone_application(repository: Path, model: str, gpu: bool | None = None
         key = f"{name}_v{version}"
         bound = version_application(member, version, gpu, deployment_name=key)
         static[name] = {"routes": [route_for(version, key, member.config).to_dict()], "handles": {key: bound}}
-    return _deployment(1, None).bind(model, entry.config, composite_version(entry), None, static)
+    return _deployment(1, None).bind(model, entry.config, composite_version(entry.served_versions), None, static)
 
 
 def build_composite_app(args: dict) -> Application:
@@ -101,4 +103,12 @@ def build_composite_app(args: dict) -> Application:
                                 for v in member.served_versions]}
               for name, member in members.items()}
     deployment = _deployment(entry.config.replica_count, None)
-    return deployment.bind(entry.name, entry.config, composite_version(entry), None, static, args.get("auth"))
+    return deployment.bind(entry.name, entry.config, composite_version(entry.served_versions), None, static, args.get("auth"))
+
+
+def standalone_app(args: dict[str, str]) -> Application:
+    """``serve run deployments.applications.composite:standalone_app [model=NAME] [repository=PATH]``:
+    a pipeline (default ``loan_decision``) and its members in one application (plain JSON at
+    ``POST /``, v2 at ``POST /infer``), no controller needed."""
+    return standalone_application(Path(args.get("repository") or DEFAULT_REPOSITORY),
+                                  args.get("model") or "loan_decision")

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ServingError, StepFailed
-from deployments.ingress.http import unwrap_error
-from deployments.observability.metrics import Recorder
+from backends.errors import ModelNotReady, StepFailed
 from deployments.dataplane.router import ModelRouter, replica_identity
 from deployments.dataplane.table import Route
+from deployments.observability.metrics import Recorder
 
 __all__ = ["Members", "MEMBER_WAIT_S"]
 
@@ -47,9 +46,9 @@ class Members:
         loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task] = []
         if controller:
-            replica, group = replica_identity()
+            watcher = replica_identity()
             # One replica id per (replica, member): the controller keys acks by id within each model.
-            self._tasks = [loop.create_task(router.follow(controller, replica, group))
+            self._tasks = [loop.create_task(router.follow(controller, watcher))
                            for router in self._routers.values()]
         for name, spec in static.items():
             if name in self._routers:
@@ -78,11 +77,7 @@ class Members:
                 raise ModelNotReady(f"model {member!r} is not served")
             return (await router.infer(inputs, version))[1]
         except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
-            cause = unwrap_error(exc)
-            # Not served (or not that version): the member cannot answer now; anything else is a fault.
-            status = 503 if isinstance(cause, (ModelNotReady, ModelNotFound, Overloaded)) else 500
-            text = str(cause) if isinstance(cause, ServingError) else f"{type(cause).__name__}: {cause}"
-            raise StepFailed(f"{self._composite!r} {label} failed: {text}", status) from exc
+            raise StepFailed.of_member(self._composite, label, exc) from exc
 
     async def ready(self) -> bool:
         """True when every member has a version that can serve."""

@@ -13,7 +13,8 @@ visible to anyone who can read the cluster's state, and Serve may log them. A pr
 hashed and compared against every digest with ``hmac.compare_digest`` (equal-length strings, no
 early exit), so the time taken says nothing about how close a guess was.
 
-Pure: no Ray, no Starlette.
+Which operations are in which group is the transport's business (an HTTP path, a gRPC method);
+the policy only knows groups, so a new protocol reuses it unchanged. Pure: no Ray, no Starlette.
 """
 
 from __future__ import annotations
@@ -27,31 +28,13 @@ from pathlib import Path
 
 from backends.errors import ConfigError, Forbidden, Unauthenticated
 
-__all__ = ["ROLES", "GROUPS", "DEFAULT_OPEN_GROUPS", "KEYS_ENV", "AuthPolicy", "parse_api_keys", "read_api_keys",
-           "endpoint_group", "key_digest", "parse_open_groups"]
+__all__ = ["ROLES", "GROUPS", "DEFAULT_OPEN_GROUPS", "AuthPolicy", "parse_api_keys", "read_api_keys",
+           "key_digest", "parse_open_groups"]
 
 ROLES = ("inference", "management")
 GROUPS = ("health", "metrics", "docs", "inference", "management")
 DEFAULT_OPEN_GROUPS = ("health", "metrics", "docs")
-KEYS_ENV = "INFERGRID_API_KEYS"  # the same JSON object as the file, for deployments that pass secrets in env
-
-_HEALTH = re.compile(r"^/v2/health/(live|ready)$|^/v2/models/[^/]+(/versions/[^/]+)?/ready$")
-_METRICS = re.compile(r"^/metrics$|^/v2/models(/[^/]+(/versions/[^/]+)?)?/stats$")
 _BEARER = re.compile(r"^\s*bearer\s+(?P<key>\S+)\s*$", re.IGNORECASE)
-
-
-def endpoint_group(path: str) -> str:
-    """Which group an HTTP path belongs to (one of ``GROUPS``); anything unknown is inference."""
-    path = path.rstrip("/") or "/"
-    if _HEALTH.match(path):
-        return "health"
-    if _METRICS.match(path):
-        return "metrics"
-    if path == "/openapi.json":
-        return "docs"
-    if path == "/v2/repository" or path.startswith("/v2/repository/"):
-        return "management"
-    return "inference"
 
 
 def key_digest(key: str) -> str:
@@ -147,17 +130,18 @@ class AuthPolicy:
                 role = candidate
         return role
 
-    def check(self, path: str, authorization: str | None) -> None:
-        """Let the request through, or raise.
+    def authorise(self, group: str, authorization: str | None, what: str) -> None:
+        """Let a request for an operation of ``group`` (one of ``GROUPS``) through, or raise.
+
+        Protocol-neutral: each transport says which group its operation is in (HTTP by path, see
+        ``deployments.ingress.http.endpoint_group``) and passes the ``Authorization`` value it got;
+        ``what`` names the operation in the 403 message.
 
         Raises:
             Unauthenticated: no ``Authorization: Bearer`` key, or an unknown one (401).
             Forbidden: an inference key on the repository API (403).
         """
-        if not self.digests:
-            return
-        group = endpoint_group(path)
-        if group in self.open_groups:
+        if not self.digests or group in self.open_groups:
             return
         match = _BEARER.match(authorization or "")
         if match is None:
@@ -166,4 +150,4 @@ class AuthPolicy:
         if role is None:
             raise Unauthenticated("unknown API key")
         if group == "management" and role != "management":
-            raise Forbidden(f"this API key has the {role!r} role; {path} needs the 'management' role")
+            raise Forbidden(f"this API key has the {role!r} role; {what} needs the 'management' role")

@@ -9,7 +9,6 @@ replica holds.
 from __future__ import annotations
 
 import asyncio
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
 
-__all__ = ["ModelVersion", "VersionInfo", "warmup_inputs", "batch_settings"]
+__all__ = ["ModelVersion", "VersionInfo", "warmup_inputs"]
 
 
 @dataclass(frozen=True)
@@ -58,20 +57,6 @@ def warmup_inputs(signature: ModelSignature) -> dict[str, np.ndarray]:
     return inputs
 
 
-def batch_settings(config: ModelConfig) -> tuple[int, int]:
-    """(rows per formed batch, queue delay in µs); (0, 0) when requests are not combined.
-
-    As in Triton, requests are combined only with a ``dynamic_batching`` block. A batch grows up to
-    the largest ``preferred_batch_size`` (``max_batch_size`` when none is given): Serve's batcher
-    has one size limit, so the largest preferred size becomes that limit.
-    """
-    batching = config.dynamic_batching
-    if batching is None or config.max_batch_size == 0:
-        return 0, 0
-    preferred = [size for size in batching.preferred_batch_size if size <= config.max_batch_size]
-    return (max(preferred) if preferred else config.max_batch_size), batching.max_queue_delay_microseconds
-
-
 def _device() -> str:
     import ray
 
@@ -82,9 +67,8 @@ class ModelVersion:
     """One (model, version): load, warm, and run batches handed over by the endpoint."""
 
     def __init__(self, model: str, version: int, version_dir: str, config: ModelConfig, threads: int = 1) -> None:
-        os.environ["INFERGRID_NUM_THREADS"] = str(max(1, threads))
         device = _device()
-        self._backend = create_backend(config, Path(version_dir), device)
+        self._backend = create_backend(config, Path(version_dir), device, threads)
         self._backend.load()
         try:
             self._backend.predict(warmup_inputs(self._backend.signature))
@@ -98,7 +82,7 @@ class ModelVersion:
     def _start_gpu_reporting(self) -> None:
         """GPU utilisation, memory and fragmentation, sampled before each report (GPU replicas only;
         started on the first call, which runs on the replica's event loop)."""
-        from deployments.observability.hub import replica_recorder
+        from deployments.observability.hub import replica_recorder  # noqa: I001 - only GPU replicas report
 
         self._gpu_reporting = True
         device = self._info.device

@@ -21,14 +21,14 @@ import ray
 from ray import serve
 from ray.exceptions import RayActorError
 
-from backends.errors import ModelNotFound, ModelNotReady, Overloaded, ReplicaLost, RequestTimeout, ServingError
+from backends.errors import ModelNotReady, Overloaded, ReplicaLost, RequestTimeout, ServingError, status_of, unwrap_error
 from deployments.dataplane.batching import BatchStats, split_outputs, stack_inputs
-from deployments.ingress.http import unwrap_error
-from deployments.observability.metrics import Recorder, failure_reason
 from deployments.dataplane.model_version import VersionInfo
+from deployments.dataplane.plane import ModelDescription
+from deployments.dataplane.table import Route, Watcher, routes_token, select_version
 from deployments.names import CONTROLLER_NAMESPACE, VERSION_DEPLOYMENT
+from deployments.observability.metrics import Recorder, failure_reason
 from deployments.protocol.v2 import validate_inputs
-from deployments.dataplane.table import Route, routes_token
 
 __all__ = ["ModelRouter", "VersionRoute", "replica_identity"]
 
@@ -38,14 +38,14 @@ _RETIRE_AFTER_S = 30.0  # a dropped version's handle is closed this long after t
 logger = logging.getLogger("infergrid")
 
 
-def replica_identity() -> tuple[str, tuple[str, str]]:
-    """(this replica's unique id, (its application, its deployment)): how it acks to the controller.
+def replica_identity() -> Watcher:
+    """This replica as the controller counts its acks: its unique id, its application and deployment.
 
     The controller counts acks per (application, deployment) against that deployment's running
     replicas, so an ensemble's replicas following a member are waited for like the member's own.
     """
     context = serve.get_replica_context()
-    return context.replica_id.unique_id, (context.app_name, context.deployment)
+    return Watcher(context.replica_id.unique_id, context.app_name, context.deployment)
 
 
 class _QueuedRow:
@@ -166,9 +166,7 @@ class VersionRoute:
         try:
             outputs, rows, queue_s, compute_s = await self._bounded(inputs, timeout_s)
         except Exception as exc:
-            cause = unwrap_error(exc)
-            status = cause.http_status if isinstance(cause, ServingError) else 500
-            self._recorder.failure(*self._labels, failure_reason(status), time.perf_counter() - start)
+            self._recorder.failure(*self._labels, failure_reason(status_of(exc)), time.perf_counter() - start)
             raise
         finally:
             series.pending -= 1
@@ -274,23 +272,23 @@ class ModelRouter:
             dropped = [r for v, r in self._routes.items() if routes.get(v) is not r]
             self._routes = routes
             self._order = sorted(routes, reverse=True)
-            self._token = routes_token([r.to_dict() for r in table])
+            self._token = routes_token(table)
             self._has_table.set()
         for route in dropped:  # one per swap: without this each would keep a router alive for good
             task = asyncio.get_running_loop().create_task(route.retire(_RETIRE_AFTER_S))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
-    async def follow(self, controller_name: str, replica: str, group: tuple[str, str]) -> None:
+    async def follow(self, controller_name: str, watcher: Watcher) -> None:
         """Long-poll the controller for this model's table, for the replica's lifetime."""
         controller = None
         while True:
             try:
                 if controller is None:
                     controller = ray.get_actor(controller_name, namespace=CONTROLLER_NAMESPACE)
-                table = await controller.watch.remote(self.model, replica, self._token, group)
+                table = await controller.watch.remote(self.model, watcher, self._token)
                 if table is not None and routes_token(table) != self._token:
-                    await self.apply([Route.from_dict(r) for r in table])
+                    await self.apply(list(table))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - controller restarting: keep serving, ask again
@@ -315,18 +313,8 @@ class ModelRouter:
             ModelNotReady: no version is served.
             ModelNotFound: ``version`` is not served.
         """
-        if version is None:
-            for candidate in self._order:
-                if self._routes[candidate].info is not None:
-                    return self._routes[candidate]
-            if not self._order:
-                raise ModelNotReady(f"model {self.model!r} has no version to serve")
-            return self._routes[self._order[0]]
-        try:
-            return self._routes[int(version)]
-        except (KeyError, ValueError):
-            raise ModelNotFound(f"model {self.model!r} has no version {version!r}; "
-                                f"served: {', '.join(map(str, self._order)) or 'none'}") from None
+        prepared = {v for v, r in self._routes.items() if r.info is not None}
+        return self._routes[select_version(self.model, self._order, prepared, version)]
 
     async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
                     timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
@@ -335,7 +323,7 @@ class ModelRouter:
             route = self.route(version)
         except ServingError as exc:  # never reached a version: counted against the one asked for
             if self._recorder is not None:
-                self._recorder.failure(self.model, str(version or ""), failure_reason(exc.http_status), 0.0)
+                self._recorder.failure(self.model, str(version or ""), failure_reason(status_of(exc)), 0.0)
             raise
         try:
             return route.version, await route.infer(inputs, timeout_s)
@@ -362,3 +350,14 @@ class ModelRouter:
     def stats(self) -> dict:
         """Batch counters per version, as this replica formed them."""
         return {str(v): r.stats.snapshot() for v, r in self._routes.items()}
+
+    def default_version(self) -> str:
+        """The newest served version ("" before any table)."""
+        return str(self._order[0]) if self._order else ""
+
+    async def describe_model(self, version: int | None = None) -> ModelDescription:
+        """The model's metadata as the version answering ``version`` (unversioned: the newest ready) has it."""
+        route = self.route(version)
+        info = await route.describe()
+        versions = (str(route.version),) if version is not None else tuple(str(v) for v in self._order)
+        return ModelDescription(self.model, versions, info.triton_platform, info.signature)

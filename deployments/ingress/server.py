@@ -21,14 +21,15 @@ from starlette.responses import Response
 
 from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
 from deployments.dataplane.auth import AuthPolicy
-from deployments.ingress.http import error_response, json_response
+from deployments.ingress.http import HttpReply, endpoint_group, error_response, json_response
+from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
+from deployments.observability.hub import hub_handle
 from deployments.observability.logs import REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
 from deployments.observability.metrics import render_prometheus, triton_statistics
-from deployments.observability.hub import hub_handle
-from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, endpoint_app, model_route
 from deployments.protocol.openapi import openapi_document
 from deployments.protocol.v2 import HEADER_LENGTH
 from deployments.repository.scan import MODEL_NAME
+from deployments.repository.status import IndexRow, ModelStatus, static_index
 
 __all__ = ["ServerIngress", "server_version"]
 
@@ -71,9 +72,10 @@ def _check_name(model: str) -> None:
 
 
 class ServerIngress:
-    """Index: ``{model: {"versions": [..], "reason": str | None}}``; a reason marks a failed model."""
+    """``index``: what a fixed config serves (used without a controller); a reason marks a failed model."""
 
-    def __init__(self, index: dict[str, dict], controller: str | None = None, auth: dict | None = None) -> None:
+    def __init__(self, index: dict[str, ModelStatus], controller: str | None = None,
+                 auth: dict | None = None) -> None:
         configure_logging("server")
         self._auth = AuthPolicy.from_dict(auth)
         self._openapi = json.dumps(openapi_document(server_version()), separators=(",", ":"))  # fixed per process
@@ -106,13 +108,13 @@ class ServerIngress:
             self._controller = None
             raise ModelNotReady("the repository controller is restarting; try again") from None
 
-    async def _index(self) -> dict[str, dict]:
+    async def _index(self) -> dict[str, ModelStatus]:
         if self._controller_name is None:
             return self._static_index
         return await self._call("models")
 
     async def _serving(self) -> list[str]:
-        return [name for name, entry in (await self._index()).items() if not entry.get("reason")]
+        return [name for name, status in (await self._index()).items() if not status.reason]
 
     async def _ready(self) -> bool:
         async def one(model: str) -> bool:
@@ -122,20 +124,11 @@ class ServerIngress:
                 return False
         return all(await asyncio.gather(*(one(m) for m in await self._serving())))
 
-    async def repository_index(self, ready_only: bool = False) -> list[dict]:
+    async def repository_index(self, ready_only: bool = False) -> list[IndexRow]:
         """Triton's ``POST /v2/repository/index`` rows."""
         if self._controller_name is not None:
             return await self._call("index", ready_only)
-        rows = []
-        for name, entry in sorted(self._static_index.items()):
-            reason = entry.get("reason")
-            versions = entry.get("versions") or [None]
-            for v in versions:
-                row = {"name": name, "state": "UNAVAILABLE" if reason else "READY", "reason": reason or ""}
-                if v is not None:
-                    row["version"] = str(v)
-                rows.append(row)
-        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+        return static_index(self._static_index, ready_only)
 
     async def _repository_action(self, request: Request, model: str, action: str) -> Response:
         _check_name(model)
@@ -165,19 +158,19 @@ class ServerIngress:
         handle = self._endpoint(model)
         body = await request.body() if request.method == "POST" else b""
         if plain_json:
-            status, headers, payload = await handle.plain_json.remote(body)
+            reply: HttpReply = await handle.plain_json.remote(body)
         else:
             path = request.url.path[len(model_route(model)):]
-            status, headers, payload = await handle.http.remote(request.method, path,
-                                                                request.headers.get(HEADER_LENGTH), body,
-                                                                REQUEST_ID.get())
-        return Response(payload, status_code=status, headers=headers)
+            reply = await handle.http.remote(request.method, path, request.headers.get(HEADER_LENGTH), body,
+                                             REQUEST_ID.get())
+        return reply.to_response()
 
     async def __call__(self, request: Request) -> Response:
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         token = REQUEST_ID.set(request_id)
         try:
-            self._auth.check(request.url.path, request.headers.get("authorization"))
+            self._auth.authorise(endpoint_group(request.url.path), request.headers.get("authorization"),
+                                 request.url.path)
             response = await self._dispatch(request, request.url.path.rstrip("/") or "/")
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
             response = error_response(exc)
@@ -215,7 +208,7 @@ class ServerIngress:
             return answer
         if path == "/v2/repository/index" and request.method == "POST":
             ready_only = bool((await _json_body(request)).get("ready", False))
-            return json_response(await self.repository_index(ready_only))
+            return json_response([row.to_json() for row in await self.repository_index(ready_only)])
         action = _REPOSITORY_ACTION.match(path)
         if action and request.method == "POST":
             return await self._repository_action(request, action.group("model"), action.group("action"))
@@ -229,11 +222,11 @@ class ServerIngress:
 
     async def _to_model(self, request: Request, model: str, plain_json: bool = False) -> Response:
         _check_name(model)
-        entry = (await self._index()).get(model)
-        if entry and entry.get("endpoint"):
+        status = (await self._index()).get(model)
+        if status and status.endpoint:
             return await self._forward(request, model, plain_json)
-        if entry and entry.get("reason"):
-            raise ModelNotReady(f"model {model!r} is unavailable: {entry['reason']}")
-        if entry:
+        if status and status.reason:
+            raise ModelNotReady(f"model {model!r} is unavailable: {status.reason}")
+        if status:
             raise ModelNotReady(f"model {model!r} is starting")
         raise ModelNotFound(f"unknown model {model!r}; served: {', '.join(await self._serving()) or 'none'}")

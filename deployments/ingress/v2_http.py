@@ -1,43 +1,34 @@
-"""The model endpoint: one per model, the HTTP ingress for ``/v2/models/{model}/...``.
+"""The v2 (KServe / Triton) HTTP transport of one model: paths and methods over the data plane.
 
-It speaks the v2 protocol for its model, validates each request against the version's signature
-(so one bad request never fails its batch-mates), and forms dynamic batches with ``@serve.batch``
-(a request of n rows counts as n). One call per *batch* then goes to the version's replicas. Routing
-lives in ``deployments.dataplane.router``: unversioned requests go to the newest ready version, and the table
-of versions changes (from the repository controller) without restarting the endpoint.
-
-``V2Endpoint`` is the protocol half alone (paths, methods, codecs, errors); ensembles and pipelines
-serve the same API through it.
+This is glue only. Per request: the key and the declared body size are checked before the body
+is read (``DataPlane.authorise``, ``check_declared_size``), the path picks the operation, the v2
+codec (``deployments.protocol.v2``) decodes the body, the data plane answers, and the codec
+encodes the answer. Model endpoints and composites (ensembles, pipelines) both serve their API
+through this class; only the data plane's ``Servable`` differs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 
 import numpy as np
+
 from starlette.requests import Request
 from starlette.responses import Response
 
-from backends.errors import InvalidRequest, ModelNotFound, PayloadTooLarge, ServingError
-from deployments.dataplane.auth import AuthPolicy
-from deployments.ingress.http import error_response, json_response
-from deployments.observability.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, configure_logging, new_request_id
-from deployments.observability.metrics import Recorder, triton_statistics
-from deployments.observability.hub import hub_handle, replica_recorder
+from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound, PayloadTooLarge, ServingError
+from deployments.dataplane.plane import DataPlane
+from deployments.ingress.http import HttpReply, endpoint_group, error_reply, json_reply
 from deployments.names import model_route
-from deployments.protocol.limits import RequestLimits, check_body_size
+from deployments.observability.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, new_request_id
 from deployments.protocol.v2 import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
-from deployments.dataplane.router import ModelRouter, replica_identity
-from deployments.dataplane.table import Route
 
-__all__ = ["ModelEndpoint", "V2Endpoint"]
+__all__ = ["V2HttpApi", "V2Deployment", "request_timeout_s", "TIMEOUT_HEADER"]
 
 _PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats)?/?$")
-
-
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+PlainJson = Callable[[bytes], Awaitable[HttpReply]]
 
 
 def request_timeout_s(header_ms: str | None, parameter_us: object) -> float | None:
@@ -62,89 +53,49 @@ def request_timeout_s(header_ms: str | None, parameter_us: object) -> float | No
     return parameter_us / 1e6
 
 
-def _as_tuple(response: Response) -> tuple[int, dict, bytes]:
-    return response.status_code, dict(response.headers), bytes(response.body)
+class V2HttpApi:
+    """``/v2/models/{model}[/versions/{v}][/infer|/ready|/stats]`` for one model.
 
-
-class V2Endpoint(ABC):
-    """The v2 HTTP API of one model over four methods its subclass provides.
-
-    Subclasses implement ``_infer``, ``metadata``, ``ready`` and ``stats``; pipelines also take
-    plain JSON (``_plain_json``), at ``POST /pipelines/{model}`` and, run alone, at their own path
-    (``_post_root``).
+    Args:
+        plane: the model's data plane.
+        plain_json: a pipeline's plain JSON route (``POST /v2/models/{m}`` and ``/pipelines/{m}``);
+            None for models, which answer that route with 404.
     """
 
-    _model: str
-    _recorder: Recorder | None = None
-    _limits: RequestLimits = RequestLimits()
-    _auth: AuthPolicy = AuthPolicy()
+    def __init__(self, plane: DataPlane, plain_json: PlainJson | None = None) -> None:
+        self.plane = plane
+        self._model = plane.model
+        self._plain_json = plain_json
 
-    @abstractmethod
-    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
-                     timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
-        """(version that answered, outputs)."""
-
-    @abstractmethod
-    async def metadata(self, version: int | None = None) -> dict:
-        """The v2 model metadata object."""
-
-    @abstractmethod
-    async def ready(self, version: int | None = None) -> bool:
-        """True when the model (or the version) can serve."""
-
-    @abstractmethod
-    async def stats(self) -> dict:
-        """This replica's own counters (``/stats`` over HTTP is Triton's, cluster-wide)."""
-
-    async def _post_root(self, body: bytes) -> Response:
-        return json_response({"error": "use GET here, or POST to .../infer"}, 405)
-
-    def _default_version(self) -> str:
-        """The version an unversioned request goes to, for counting requests that failed early."""
-        return ""
-
-    async def statistics(self, version: str | None = None) -> dict:
-        """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
-        merged = await hub_handle().collect.remote()
-        return triton_statistics(merged, self._model, version)
-
-    async def _plain_json(self, body: bytes) -> Response:
-        raise ModelNotFound(f"model {self._model!r} is not an ensemble or pipeline: it has no plain JSON route; "
-                            f"use POST {model_route(self._model)}/infer")
-
-    async def infer(self, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
-        """Python entry point (through a DeploymentHandle): named numpy inputs -> named outputs."""
-        return (await self._infer(inputs, version))[1]
-
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
+        """A request straight from HAProxy (Serve's direct ingress)."""
         declared = request.headers.get("content-length", "")
         try:  # before the body is read; the key first: HAProxy sends /v2/models/{model} here directly
-            self._auth.check(request.url.path, request.headers.get("authorization"))
+            self.plane.authorise(endpoint_group(request.url.path), request.headers.get("authorization"),
+                                 request.url.path)
             if declared.isdigit():
-                check_body_size(int(declared), self._limits)
+                self.plane.check_declared_size(int(declared))
         except ServingError as exc:
-            return error_response(exc, self._model)
+            return error_reply(exc, self._model).to_response()
         path = request.url.path[len(request.scope.get("root_path", "")):]
         body = await request.body() if request.method == "POST" else b""
-        return await self._respond(request.method, path, request.headers.get(HEADER_LENGTH), body,
-                                   request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))
+        reply = await self.reply(request.method, path, request.headers.get(HEADER_LENGTH), body,
+                                 request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))
+        return reply.to_response()
 
-    async def http(self, method: str, path: str, header_length: str | None, body: bytes,
-                   request_id: str | None = None) -> tuple[int, dict, bytes]:
-        """The same HTTP API through a handle: for requests the server ingress received because the
-        proxy did not route ``/v2/models/{model}`` here yet (a model loaded a moment ago)."""
-        return _as_tuple(await self._respond(method, path, header_length, body, request_id))
-
-    async def plain_json(self, body: bytes) -> tuple[int, dict, bytes]:
-        """``POST /pipelines/{model}`` through a handle (the server ingress owns that path)."""
+    async def plain_json(self, body: bytes) -> HttpReply:
+        """``POST /pipelines/{model}``: a pipeline's plain JSON route (404 for a model)."""
         try:
-            return _as_tuple(await self._plain_json(body))
+            if self._plain_json is None:
+                raise ModelNotFound(f"model {self._model!r} is not an ensemble or pipeline: it has no plain JSON "
+                                    f"route; use POST {model_route(self._model)}/infer")
+            return await self._plain_json(body)
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
-            return _as_tuple(error_response(exc, self._model))
+            return error_reply(exc, self._model)
 
-    async def _respond(self, method: str, path: str, header_length: str | None, body: bytes,
-                       request_id: str | None = None, timeout_ms: str | None = None) -> Response:
-        """Answer one request, with its request id in every log line about it.
+    async def reply(self, method: str, path: str, header_length: str | None, body: bytes,
+                    request_id: str | None = None, timeout_ms: str | None = None) -> HttpReply:
+        """Answer one request (``path`` below the model's route), its request id in every log line.
 
         The id is the request's ``X-Request-ID`` header, or the one Serve generated for it (Serve's
         HTTP ingress also puts it on the response); a v2 body ``id`` is logged beside it.
@@ -152,106 +103,76 @@ class V2Endpoint(ABC):
         token = REQUEST_ID.set(request_id or new_request_id())
         try:
             match = _PATH.match(path)
-            try:
-                if match is None:
-                    raise ModelNotFound(f"no route {method} {model_route(self._model)}{path}")
-                response = await self._dispatch(method, match.group("version"), match.group("action"),
-                                                header_length, body, timeout_ms)
-            except Exception as exc:  # noqa: BLE001 - one renderer for every failure
-                response = error_response(exc, self._model)
-            return response
+            if match is None:
+                raise ModelNotFound(f"no route {method} {model_route(self._model)}{path}")
+            return await self._dispatch(method, match.group("version"), match.group("action"),
+                                        header_length, body, timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - one renderer for every failure
+            return error_reply(exc, self._model)
         finally:
             REQUEST_ID.reset(token)
 
     async def _dispatch(self, method: str, version: str | None, action: str | None, header_length: str | None,
-                        body: bytes, timeout_ms: str | None = None) -> Response:
+                        body: bytes, timeout_ms: str | None) -> HttpReply:
         if action == "/infer":
             if method != "POST":
-                return json_response({"error": "use POST for infer"}, 405)
-            return await self._http_infer(header_length, body, version, timeout_ms)
+                raise MethodNotAllowed("use POST for infer")
+            return await self._infer(header_length, body, version, timeout_ms)
         if method == "POST" and action is None and version is None:
-            return await self._post_root(body)
+            if self._plain_json is None:
+                raise MethodNotAllowed("use GET here, or POST to .../infer")
+            return await self._plain_json(body)
         if method != "GET":
-            return json_response({"error": f"{method} is not allowed here"}, 405)
+            raise MethodNotAllowed(f"{method} is not allowed here")
         if action == "/ready":
-            ready = await self.ready(version)
-            return json_response({"name": self._model, "ready": ready}, 200 if ready else 503)
+            ready = await self.plane.ready(version)
+            return json_reply({"name": self._model, "ready": ready}, 200 if ready else 503)
         if action == "/stats":
-            return json_response(await self.statistics(version))
-        return json_response(await self.metadata(version))
+            return json_reply(await self.plane.statistics(version))
+        described = await self.plane.describe(version)
+        return json_reply(model_metadata(described.name, list(described.versions), described.platform,
+                                         described.signature))
 
-    async def _http_infer(self, header_length: str | None, payload: bytes, version: str | None,
-                          timeout_ms: str | None = None) -> Response:
+    async def _infer(self, header_length: str | None, payload: bytes, version: str | None,
+                     timeout_ms: str | None) -> HttpReply:
         try:
             length = int(header_length) if header_length is not None else None
         except ValueError:
             raise InvalidRequest(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
         try:
-            infer_request = decode_infer_request(payload, length, self._limits)
+            infer_request = decode_infer_request(payload, length, self.plane.limits)
         except (InvalidRequest, PayloadTooLarge):
-            if self._recorder is not None:  # never reached a version: counted against the one asked for
-                self._recorder.failure(self._model, str(version or self._default_version()), "OTHER", 0.0)
+            self.plane.refused(version)  # never reached a version: counted against the one asked for
             raise
         if infer_request.id:
             CLIENT_ID.set(infer_request.id)
         timeout_s = request_timeout_s(timeout_ms, infer_request.parameters.get("timeout"))
-        answered_by, outputs = await self._infer(infer_request.inputs, version, timeout_s)
-        body, json_length = encode_infer_response(infer_request, self._model, str(answered_by), outputs)
+        outcome = await self.plane.infer(infer_request.inputs, version, timeout_s)
+        body, json_length = encode_infer_response(infer_request, self._model, str(outcome.version), outcome.outputs)
         if json_length is None:
-            return Response(body, media_type="application/json")
-        return Response(body, media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(json_length)})
+            return HttpReply(200, body)
+        return HttpReply(200, body, "application/octet-stream", {"Inference-Header-Content-Length": str(json_length)})
 
 
-class ModelEndpoint(V2Endpoint):
-    """HTTP and handle entry point of one model.
+class V2Deployment:
+    """What every v2 deployment offers over its ``V2HttpApi`` (``self._api``, set by the subclass):
+    HTTP from HAProxy, the same HTTP through a handle, plain JSON, and numpy through a handle."""
 
-    ``user_config``: ``{"routes": [Route dicts, newest first]}``, the table to start with. ``auth``:
-    an ``AuthPolicy.to_dict()`` (key digests and open groups; None: no API keys). With a
-    ``controller`` (the repository controller's actor name) the replica then follows the
-    controller's table: it long-polls for changes, prepares new routes (fetches their signature)
-    and only then switches to them, and reports what it applied so the controller knows when an
-    old version has stopped receiving requests.
-    """
+    _api: V2HttpApi
 
-    def __init__(self, model: str, controller: str | None = None, metrics: bool = True,
-                 limits: RequestLimits | None = None, auth: dict | None = None) -> None:
-        self._model = model
-        self._limits = limits or RequestLimits()
-        self._auth = AuthPolicy.from_dict(auth)
-        configure_logging(f"endpoint-{model}")
-        self._recorder = replica_recorder(metrics)
-        self._router = ModelRouter(model, recorder=self._recorder)
-        self._following = controller is not None
-        self._watch_task = None
-        if controller:
-            replica, group = replica_identity()
-            self._watch_task = asyncio.get_running_loop().create_task(self._router.follow(controller, replica, group))
+    async def __call__(self, request: Request) -> Response:
+        return await self._api.handle(request)
 
-    async def reconfigure(self, user_config: dict) -> None:
-        """Apply the deployment's table (only before a controller's table has arrived)."""
-        if not self._following or self._router.token is None:
-            await self._router.apply([Route.from_dict(r) for r in user_config.get("routes", [])])
+    async def http(self, method: str, path: str, header_length: str | None, body: bytes,
+                   request_id: str | None = None) -> HttpReply:
+        """The HTTP API through a handle: for requests the server ingress received because the
+        proxy did not route ``/v2/models/{model}`` here yet (a model loaded a moment ago)."""
+        return await self._api.reply(method, path, header_length, body, request_id)
 
-    async def _infer(self, inputs: dict[str, np.ndarray], version: str | int | None,
-                     timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
-        return await self._router.infer(inputs, version, timeout_s)
+    async def plain_json(self, body: bytes) -> HttpReply:
+        """``POST /pipelines/{model}`` through a handle (the server ingress owns that path)."""
+        return await self._api.plain_json(body)
 
-    async def metadata(self, version: int | None = None) -> dict:
-        """The v2 model metadata object."""
-        route = self._router.route(version)
-        info = await route.describe()
-        versions = [str(route.version)] if version is not None else [str(v) for v in self._router.versions]
-        return model_metadata(self._model, versions, info.triton_platform, info.signature)
-
-    async def ready(self, version: int | None = None) -> bool:
-        """True when the version (or, unversioned, any version) can serve."""
-        return await self._router.ready(version)
-
-    async def stats(self) -> dict:
-        """Batch counters per version, as this replica formed them (``/stats`` is Triton's, cluster-wide)."""
-        return self._router.stats()
-
-    def _default_version(self) -> str:
-        versions = self._router.versions
-        return str(versions[0]) if versions else ""
+    async def infer(self, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
+        """Python entry point (through a DeploymentHandle): named numpy inputs -> named outputs."""
+        return (await self._api.plane.infer(inputs, version)).outputs

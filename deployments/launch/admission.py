@@ -15,33 +15,30 @@ on such a template, and ``tests/integration/test_limits.py`` has HAProxy answer 
 from __future__ import annotations
 
 import json
-import os
 
 from backends.errors import Overloaded
+from deployments import settings as settings_module
+from deployments.settings import DEFAULT_INFLIGHT_PER_REPLICA, INFLIGHT_ENV, Settings
 
 __all__ = ["SETUP_HOOK", "LIMIT_ENV", "DEFAULT_INFLIGHT_PER_REPLICA", "admission_rule", "patched_template",
            "install", "inflight_per_replica", "runtime_env",
            "side_ports_on_serving_host"]
 
 SETUP_HOOK = "deployments.launch.admission.install"
-LIMIT_ENV = "INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"
-DEFAULT_INFLIGHT_PER_REPLICA = 128  # two full batches of a max_batch_size 64 model
+LIMIT_ENV = INFLIGHT_ENV
 RETRY_AFTER_S = Overloaded.retry_after_s
 _ANCHOR = ("backend {{ backend.name or 'unknown' }}\n    log global\n"
            "    # Enable HTTP connection reuse for better performance\n    http-reuse always\n")
 _MARKER = "# infergrid admission"
 
 
-def inflight_per_replica() -> int:
+def inflight_per_replica(settings: Settings | None = None) -> int:
     """Requests HAProxy lets wait in one replica (``INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA``; 0: no bound).
 
     Raises:
-        ValueError: the variable is not a non-negative integer.
+        ConfigError: the variable is not a non-negative integer.
     """
-    raw = os.environ.get(LIMIT_ENV, str(DEFAULT_INFLIGHT_PER_REPLICA))
-    if not raw.strip().isdigit():
-        raise ValueError(f"{LIMIT_ENV} must be a non-negative integer, got {raw!r}")
-    return int(raw)
+    return (settings or settings_module.current()).checked().inflight_per_replica
 
 
 def admission_rule(per_replica: int) -> str:
@@ -90,22 +87,20 @@ def runtime_env() -> dict:
     return {"worker_process_setup_hook": SETUP_HOOK}
 
 
-def install() -> None:
+def install(settings: Settings | None = None) -> None:
     """Ray worker setup hook: patch Serve's HAProxy template in this process (cheap when unused):
     the admission rule, and the exporter and stats page bound to the serving host.
 
     Never raises: a worker must start even with a bad ``INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA``
     (``infergrid serve`` refuses one before Ray starts).
     """
-    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+    settings = settings or settings_module.current()
+    if not settings.haproxy:
         return
     from ray.serve._private import haproxy
 
     template = side_ports_on_serving_host(haproxy.HAPROXY_CONFIG_TEMPLATE)
-    try:
-        per_replica = inflight_per_replica()
-    except ValueError:
-        per_replica = 0
+    per_replica = settings.inflight_per_replica  # 0 for a bad value: the hook never raises
     if per_replica:
         template = patched_template(template, per_replica) or template
     haproxy.HAPROXY_CONFIG_TEMPLATE = template

@@ -27,6 +27,8 @@ import sys
 import threading
 from pathlib import Path
 
+from deployments.settings import API_KEYS_ENV, INFLIGHT_ENV, Settings
+
 __all__ = ["main", "serve_environment", "is_loopback", "auth_policy", "bind_refusal"]
 
 PERFORMANCE_ENV = {
@@ -58,13 +60,13 @@ def serve_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def _start_ray(host: str, port: int) -> tuple[bool, str | None]:
+def _start_ray(host: str, port: int, settings: Settings) -> tuple[bool, str | None]:
     import ray
     from ray import serve
 
     from deployments.launch.admission import runtime_env
 
-    embedded = not os.environ.get("RAY_ADDRESS")
+    embedded = settings.ray_address is None
     if embedded:
         # Replicas reserve fractional logical CPUs; on a small machine a repository of many models
         # would otherwise wait forever for CPUs it does not really need. Threads are set per replica.
@@ -72,7 +74,7 @@ def _start_ray(host: str, port: int) -> tuple[bool, str | None]:
                            include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
                            _node_ip_address="127.0.0.1", runtime_env=runtime_env())
     else:  # the rule reaches HAProxy only if this call starts Serve (a running Serve keeps its own)
-        context = ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, runtime_env=runtime_env())
+        context = ray.init(address=settings.ray_address, log_to_driver=False, runtime_env=runtime_env())
     serve.start(http_options={"host": host, "port": port})
     dashboard = getattr(context, "dashboard_url", None)
     return embedded, (f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard)
@@ -88,18 +90,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def auth_policy(args: argparse.Namespace):
+def auth_policy(args: argparse.Namespace, settings: Settings):
     """The API-key policy the flags ask for: ``--api-keys FILE``, else ``INFERGRID_API_KEYS``.
 
     Raises:
         ConfigError: the keys or ``--open-endpoints`` are malformed (the message never holds a key).
     """
-    from deployments.dataplane.auth import KEYS_ENV, AuthPolicy, parse_api_keys, parse_open_groups, read_api_keys
+    from deployments.dataplane.auth import AuthPolicy, parse_api_keys, parse_open_groups, read_api_keys
 
     if args.api_keys:
         keys = read_api_keys(Path(args.api_keys))
-    elif os.environ.get(KEYS_ENV):
-        keys = parse_api_keys(os.environ[KEYS_ENV], f"${KEYS_ENV}")
+    elif settings.api_keys_json:
+        keys = parse_api_keys(settings.api_keys_json, f"${API_KEYS_ENV}")
     else:
         keys = {}
     return AuthPolicy.from_keys(keys, parse_open_groups(args.open_endpoints))
@@ -114,12 +116,12 @@ def bind_refusal(host: str, keys: int, allow_unauthenticated: bool) -> str | Non
             f"authenticates, or bind 127.0.0.1")
 
 
-def _security_setup(args: argparse.Namespace):
+def _security_setup(args: argparse.Namespace, settings: Settings):
     """(policy, None) or (None, error message) for ``serve`` and ``config``."""
     from backends.errors import ConfigError
 
     try:
-        policy = auth_policy(args)
+        policy = auth_policy(args, settings)
     except ConfigError as exc:
         return None, str(exc)
     refusal = bind_refusal(args.host, len(policy.digests), args.allow_unauthenticated)
@@ -134,46 +136,18 @@ def _wait_for_signal() -> None:
         pass
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve every model in the repository until Ctrl-C or SIGTERM."""
-    repository = Path(args.repository).resolve()
-    if not repository.is_dir():
-        print(f"infergrid: model repository {repository} is not a folder", file=sys.stderr)
-        return 2
-    policy, refusal = _security_setup(args)
-    if refusal:
-        print(f"infergrid: {refusal}", file=sys.stderr)
-        return 2
-    from deployments.launch.admission import inflight_per_replica
+def _refuse(message: str) -> int:
+    print(f"infergrid: {message}", file=sys.stderr)
+    return 2
 
-    try:
-        per_replica = inflight_per_replica()
-    except ValueError as exc:
-        print(f"infergrid: {exc}", file=sys.stderr)
-        return 2
-    serve_environment()
-    import ray
 
-    from deployments.applications.builders import gpu_available
-    from deployments.control.client import start_controller, stop_controller
-
-    embedded, dashboard = _start_ray(args.host, args.port)
-    controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
-                                  args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None)
-    running = ray.get(controller.describe.remote())
-    if (running["repository"], running["mode"]) != (str(repository), args.model_control_mode):
-        print(f"infergrid: this cluster already runs a controller for {running['repository']} "
-              f"(mode {running['mode']}); serving that", file=sys.stderr)
-    if policy.enabled and not running.get("api_keys"):
-        print("infergrid: this cluster already runs a controller without API keys; stop it first "
-              "(it would serve without the keys given)", file=sys.stderr)
-        ray.shutdown()
-        return 2
-    models = ray.get(controller.wait_started.remote())
+def _print_serving(args: argparse.Namespace, repository: Path, models: dict, dashboard: str | None,
+                   policy, per_replica: int) -> None:
+    """The start-up banner: every model's URL and state, and how the server is guarded."""
     base = f"http://{args.host}:{args.port}"
     print(f"infergrid serving {repository} (model control mode: {args.model_control_mode})", flush=True)
-    for name, entry in sorted(models.items()):
-        state = f"UNAVAILABLE: {entry['reason']}" if entry["reason"] else f"versions {entry['versions']}"
+    for name, status in sorted(models.items()):
+        state = f"UNAVAILABLE: {status.reason}" if status.reason else f"versions {list(status.versions)}"
         print(f"  {name:<16} {base}/v2/models/{name}/infer   ({state})")
     print(f"  pipelines        {base}/pipelines/<name>   (plain JSON into a Python pipeline, e.g. loan_decision)")
     print(f"  health           {base}/v2/health/ready")
@@ -186,10 +160,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         print("  API keys         none: every endpoint is open to whoever reaches this address")
     bound = f"{per_replica} requests in flight per replica, then 503 from HAProxy" if per_replica else "no bound"
-    print(f"  admission        {bound} (INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA)")
+    print(f"  admission        {bound} ({INFLIGHT_ENV})")
     print("READY (Ctrl-C to stop)", flush=True)
-    _wait_for_signal()
-    print("shutting down ...", flush=True)
+
+
+def _shut_down(embedded: bool) -> None:
+    import ray
+
+    from deployments.control.client import stop_controller
+
     stop_controller()
     if not embedded:  # an embedded Ray goes down whole below; serve.shutdown() would wait out draining
         from ray import serve
@@ -197,6 +176,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for name in serve.status().applications:
             serve.delete(name, _blocking=False)
     ray.shutdown()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve every model in the repository until Ctrl-C or SIGTERM."""
+    repository = Path(args.repository).resolve()
+    if not repository.is_dir():
+        return _refuse(f"model repository {repository} is not a folder")
+    policy, refusal = _security_setup(args, args.settings)
+    if refusal:
+        return _refuse(refusal)
+    from backends.errors import ConfigError
+    from deployments.launch.admission import inflight_per_replica
+
+    try:
+        per_replica = inflight_per_replica(args.settings)
+    except ConfigError as exc:
+        return _refuse(str(exc))
+    serve_environment()
+    import ray
+
+    from deployments.applications.builders import gpu_available
+    from deployments.control.client import start_controller
+
+    embedded, dashboard = _start_ray(args.host, args.port, args.settings)
+    controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
+                                  args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None)
+    running = ray.get(controller.describe.remote())
+    if (running.repository, running.mode) != (str(repository), args.model_control_mode):
+        print(f"infergrid: this cluster already runs a controller for {running.repository} "
+              f"(mode {running.mode}); serving that", file=sys.stderr)
+    if policy.enabled and not running.api_keys:
+        ray.shutdown()
+        return _refuse("this cluster already runs a controller without API keys; stop it first "
+                       "(it would serve without the keys given)")
+    models = ray.get(controller.wait_started.remote())
+    _print_serving(args, repository, models, dashboard, policy, per_replica)
+    _wait_for_signal()
+    print("shutting down ...", flush=True)
+    _shut_down(embedded)
     return 0
 
 
@@ -224,7 +242,7 @@ def _repository_request(url: str, path: str, body: dict | None = None,
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``models list|load|unload``: Triton's repository API over HTTP."""
-    api_key = args.api_key or os.environ.get("INFERGRID_API_KEY")
+    api_key = args.api_key or args.settings.client_api_key
     if args.action == "list":
         status, rows = _repository_request(args.url, "/v2/repository/index", api_key=api_key)
         if status == 200:
@@ -257,7 +275,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     from deployments.applications.serve_config import repository_serve_config
 
-    policy, refusal = _security_setup(args)
+    policy, refusal = _security_setup(args, args.settings)
     if refusal:
         print(f"infergrid: {refusal}", file=sys.stderr)
         return 2
@@ -312,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "prefer the variable: arguments show in ps)")
     models.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
+    args.settings = Settings.from_environ(os.environ)  # the one read of the environment in this process
     if getattr(args, "repository_poll_secs", 1.0) <= 0:
         parser.error("--repository-poll-secs must be > 0")
     return args.func(args)

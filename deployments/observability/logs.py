@@ -19,6 +19,8 @@ import uuid
 from contextvars import ContextVar
 from pathlib import Path
 
+from deployments import settings
+
 __all__ = ["REQUEST_ID", "CLIENT_ID", "REQUEST_ID_HEADER", "new_request_id", "configure_logging", "JsonLines",
            "log_dir"]
 
@@ -56,8 +58,9 @@ class JsonLines(logging.Formatter):
 
 def log_dir() -> Path:
     """Where the JSON-lines files go: ``INFERGRID_LOG_DIR``, else Ray's session logs, else a temp dir."""
-    if os.environ.get("INFERGRID_LOG_DIR"):
-        return Path(os.environ["INFERGRID_LOG_DIR"])
+    configured = settings.current().log_dir
+    if configured is not None:
+        return configured
     try:
         import ray
 

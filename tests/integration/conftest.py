@@ -110,9 +110,9 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
 
     controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS)
     index = ray.get(controller.wait_started.remote(), timeout=300)
-    failed = {name for name, entry in index.items() if entry["reason"]}
-    assert failed == {"broken", "corrupt"}, {name: index[name]["reason"] for name in failed}
-    assert all(entry["endpoint"] for name, entry in index.items() if name not in failed), index
+    failed = {name for name, status in index.items() if status.reason}
+    assert failed == {"broken", "corrupt"}, {name: index[name].reason for name in failed}
+    assert all(status.endpoint for name, status in index.items() if name not in failed), index
     return {"url": ray_cluster, "index": index, "repository": test_repository, "controller": controller}
 
 

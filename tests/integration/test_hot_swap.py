@@ -173,7 +173,7 @@ def test_controller_killed_mid_load_recovers_without_failures(url: str, new_mode
     check_replies(replies, expected)
     v2 = {name for name in seen_apps if name.startswith("restart:v2@")}
     assert len(v2) == 1
-    wait_for(lambda: ray.get(get_controller().describe.remote(), timeout=60)["applications"]["restart"] == sorted(v2),
+    wait_for(lambda: ray.get(get_controller().describe.remote(), timeout=60).applications["restart"] == sorted(v2),
              30, "the restarted controller to own exactly the version it adopted mid-load")
     wait_for(lambda: version_apps("restart") == v2, 30, "version 1 removed, version 2 deployed once")
     others = {name for name in apps_before if not name.startswith("restart")}

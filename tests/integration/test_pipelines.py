@@ -343,10 +343,11 @@ def test_member_hot_swap_under_load_fails_no_ensemble_request(url: str, new_mode
 
 
 def test_pipeline_runs_alone_with_serve_run(url: str, served: dict) -> None:
-    """``serve run pipelines.loan_decision:app``: the pipeline and its own copies of both members."""
-    from pipelines.loan_decision import app
+    """``serve run deployments.applications.composite:standalone_app``: the pipeline and its own copies
+    of both members."""
+    from deployments.applications.composite import standalone_app
 
-    serve.run(app({"repository": str(served["repository"])}), name="loan_alone", route_prefix="/loan-alone",
+    serve.run(standalone_app({"repository": str(served["repository"])}), name="loan_alone", route_prefix="/loan-alone",
               blocking=False)
     try:
         wait_for(lambda: serve.status().applications["loan_alone"].status == "RUNNING", 120, "loan_alone to run")

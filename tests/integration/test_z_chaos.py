@@ -127,7 +127,7 @@ def test_everything_serves_again_after_replica_ingress_and_controller_are_killed
     # A request whose replica died is told so, as a 503 to retry, not an internal error.
     assert not [e for e in load.errors.get("infer 500", ()) if "ActorDied" in e or "ActorError" in e], report
     # Afterwards: the killed parts are back, and everything answers.
-    assert ray.get(get_controller().describe.remote(), timeout=60)["mode"] == "poll"
+    assert ray.get(get_controller().describe.remote(), timeout=60).mode == "poll"
     assert replica_actors(version_app, "model") and replica_actors("chaos", "endpoint")
     for model in ("chaos", "fraud"):
         wait_for(lambda m=model: requests.post(f"{url}/v2/models/{m}/infer", json=BODY, timeout=30).status_code == 200,

@@ -11,7 +11,9 @@ import pytest
 from jinja2 import Environment
 from ray.serve._private import haproxy, haproxy_templates
 
+from backends.errors import ConfigError
 from deployments.launch import admission
+from deployments.settings import Settings
 
 
 def test_the_rule_goes_into_every_application_backend_of_the_installed_template() -> None:
@@ -40,14 +42,11 @@ def test_the_refusal_body_is_json_naming_the_setting() -> None:
     assert admission.LIMIT_ENV in body["error"] and "128" in body["error"]
 
 
-def test_the_setting_is_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(admission.LIMIT_ENV, raising=False)
-    assert admission.inflight_per_replica() == admission.DEFAULT_INFLIGHT_PER_REPLICA
-    monkeypatch.setenv(admission.LIMIT_ENV, "0")
-    assert admission.inflight_per_replica() == 0
-    monkeypatch.setenv(admission.LIMIT_ENV, "-3")
-    with pytest.raises(ValueError, match=admission.LIMIT_ENV):
-        admission.inflight_per_replica()
+def test_the_setting_is_read_and_checked() -> None:
+    assert admission.inflight_per_replica(Settings.from_environ({})) == admission.DEFAULT_INFLIGHT_PER_REPLICA
+    assert admission.inflight_per_replica(Settings.from_environ({admission.LIMIT_ENV: "0"})) == 0
+    with pytest.raises(ConfigError, match=admission.LIMIT_ENV):
+        admission.inflight_per_replica(Settings.from_environ({admission.LIMIT_ENV: "-3"}))
 
 
 @pytest.mark.parametrize(("haproxy_on", "limit", "patched"),
@@ -56,9 +55,8 @@ def test_the_setup_hook_patches_only_when_asked(monkeypatch: pytest.MonkeyPatch,
                                                 patched: bool) -> None:
     original = haproxy_templates.HAPROXY_CONFIG_TEMPLATE
     monkeypatch.setattr(haproxy, "HAPROXY_CONFIG_TEMPLATE", original)
-    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", haproxy_on)
-    monkeypatch.setenv(admission.LIMIT_ENV, limit)
-    admission.install()  # never raises, even for a bad value
+    environ = {"RAY_SERVE_ENABLE_HA_PROXY": haproxy_on, admission.LIMIT_ENV: limit}
+    admission.install(Settings.from_environ(environ))  # never raises, even for a bad value
     assert ("be_conn gt {{ 32 *" in haproxy.HAPROXY_CONFIG_TEMPLATE) is patched
     assert admission.runtime_env() == {"worker_process_setup_hook": "deployments.launch.admission.install"}
 

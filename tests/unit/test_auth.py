@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 
 from backends.errors import ConfigError, Forbidden, Unauthenticated
-from deployments.dataplane.auth import AuthPolicy, endpoint_group, parse_api_keys, parse_open_groups, read_api_keys
+from deployments.dataplane.auth import AuthPolicy, parse_api_keys, parse_open_groups, read_api_keys
+from deployments.ingress.http import endpoint_group
 from deployments.launch.cli import bind_refusal, is_loopback, main
 
 KEYS = {"k-123": "inference", "k-456": "management"}
 POLICY = AuthPolicy.from_keys(KEYS)
+
+
+def check(policy: AuthPolicy, path: str, authorization: str | None) -> None:
+    """What an HTTP replica does: the path's group, then the policy."""
+    policy.authorise(endpoint_group(path), authorization, path)
 
 
 @pytest.mark.parametrize(("path", "group"), [
@@ -33,39 +39,39 @@ def test_every_path_has_a_group(path: str, group: str) -> None:
 def test_no_key_or_unknown_key_is_401_wrong_role_403() -> None:
     for header in (None, "", "Bearer", "Basic azEyMw==", "Bearer k-12", "Bearer k-1234", "Bearer k-123 extra"):
         with pytest.raises(Unauthenticated) as info:
-            POLICY.check("/v2/models/fraud/infer", header)
+            check(POLICY, "/v2/models/fraud/infer", header)
         assert info.value.http_status == 401 and "k-12" not in str(info.value)
         assert info.value.response_headers() == {"WWW-Authenticate": 'Bearer realm="infergrid"'}
     with pytest.raises(Forbidden) as info:
-        POLICY.check("/v2/repository/models/fraud/load", "Bearer k-123")
+        check(POLICY, "/v2/repository/models/fraud/load", "Bearer k-123")
     assert info.value.http_status == 403 and "management" in str(info.value) and "k-123" not in str(info.value)
 
 
 def test_roles_allow_what_they_name() -> None:
-    POLICY.check("/v2/models/fraud/infer", "Bearer k-123")
-    POLICY.check("/pipelines/loan_decision", "bearer   k-123 ")  # the scheme is case-insensitive
-    POLICY.check("/v2/repository/models/fraud/load", "Bearer k-456")
-    POLICY.check("/v2/models/fraud/infer", "Bearer k-456")  # management may also call inference
+    check(POLICY, "/v2/models/fraud/infer", "Bearer k-123")
+    check(POLICY, "/pipelines/loan_decision", "bearer   k-123 ")  # the scheme is case-insensitive
+    check(POLICY, "/v2/repository/models/fraud/load", "Bearer k-456")
+    check(POLICY, "/v2/models/fraud/infer", "Bearer k-456")  # management may also call inference
 
 
 def test_health_metrics_and_docs_are_open_by_default_and_configurable() -> None:
     for path in ("/v2/health/ready", "/metrics", "/v2/models/fraud/stats", "/openapi.json", "/v2/models/x/ready"):
-        POLICY.check(path, None)
+        check(POLICY, path, None)
     closed = AuthPolicy.from_keys(KEYS, parse_open_groups("health"))
-    closed.check("/v2/health/live", None)
+    check(closed, "/v2/health/live", None)
     for path in ("/metrics", "/openapi.json", "/v2/models/stats"):
         with pytest.raises(Unauthenticated):
-            closed.check(path, None)
+            check(closed, path, None)
     nothing_open = AuthPolicy.from_keys(KEYS, parse_open_groups("none"))
     with pytest.raises(Unauthenticated):
-        nothing_open.check("/v2/health/live", None)
+        check(nothing_open, "/v2/health/live", None)
     with pytest.raises(ConfigError, match="unknown group.*inference"):
         parse_open_groups("health,inference")
 
 
 def test_no_keys_means_no_authentication() -> None:
-    AuthPolicy().check("/v2/repository/models/fraud/load", None)
-    AuthPolicy.from_dict(None).check("/v2/models/fraud/infer", None)
+    check(AuthPolicy(), "/v2/repository/models/fraud/load", None)
+    check(AuthPolicy.from_dict(None), "/v2/models/fraud/infer", None)
     assert not AuthPolicy().enabled and POLICY.enabled
 
 
@@ -74,7 +80,7 @@ def test_replicas_get_digests_never_keys() -> None:
     text = json.dumps(shipped) + repr(POLICY) + str(pickle.dumps(AuthPolicy.from_dict(shipped)))
     assert "k-123" not in text and "k-456" not in text
     assert sorted(shipped["digests"].values()) == ["inference", "management"]
-    AuthPolicy.from_dict(shipped).check("/v2/repository/index", "Bearer k-456")
+    check(AuthPolicy.from_dict(shipped), "/v2/repository/index", "Bearer k-456")
 
 
 def test_every_digest_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:

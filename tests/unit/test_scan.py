@@ -64,7 +64,7 @@ def test_serve_config_lists_every_application(tmp_path: Path) -> None:
 
 
 def test_failure_reason_keeps_our_error_line() -> None:
-    from deployments.applications.builders import failure_reason
+    from deployments.control.serve_calls import failure_reason
 
     traceback = ("The deployment failed to start 1 times.\nTraceback (most recent call last):\n  File x\n"
                  "onnxruntime...InvalidProtobuf: parse failed\n\nThe above exception...\n"

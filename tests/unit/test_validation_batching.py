@@ -71,7 +71,7 @@ def test_batch_stats() -> None:
     ("max_batch_size: 0 dynamic_batching { }", (0, 0)),
 ])
 def test_batch_settings_follow_triton(text: str, expected: tuple[int, int]) -> None:
-    from deployments.dataplane.model_version import batch_settings
+    from deployments.dataplane.table import batch_settings
     from deployments.repository.config import parse_config
 
     assert batch_settings(parse_config(text, "m/config.pbtxt", "m")) == expected

@@ -87,7 +87,8 @@ def test_routes_carry_batching_and_compare_by_content() -> None:
     route = route_for(2, "m:v2@x", CONFIG)
     assert route == Route(2, "m:v2@x", batch_rows=8, queue_delay_us=100)
     assert Route.from_dict(route.to_dict()) == route
-    assert routes_token([route.to_dict()]) == routes_token([dict(reversed(route.to_dict().items()))])
+    assert routes_token([route]) == routes_token([Route.from_dict(dict(reversed(route.to_dict().items())))])
+    assert routes_token([route]) != routes_token([replace(route, queue_delay_us=200)])
     assert route_for(2, "m:v2@x", replace(CONFIG, dynamic_batching=None)).batch_rows == 0
 
 

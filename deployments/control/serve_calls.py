@@ -1,0 +1,136 @@
+"""Every Ray Serve call the controller makes, in one place, on one thread.
+
+Off the event loop, so the routing-table long-polls and the repository API stay responsive while
+Serve deploys; one thread, because Serve's deploy path registers modules for pickling in a
+process-wide table without a lock. The plain functions are the same calls for a driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ray import serve
+
+from deployments.applications.builders import AppSpec
+from deployments.dataplane.model_version import warmup_inputs
+from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
+
+__all__ = ["ServeCalls", "start_applications", "application_states", "endpoint_applications", "running_replicas",
+           "settled", "failure_reason", "LOAD_TIMEOUT_S"]
+
+T = TypeVar("T")
+LOAD_TIMEOUT_S = 300.0
+STATUS_POLL_S = 0.1
+_FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
+_OUR_ERRORS = "backends.errors."
+
+
+def start_applications(specs: Iterable[AppSpec]) -> None:
+    """Deploy (or update in place) applications without waiting for them."""
+    specs = list(specs)
+    if specs:
+        serve.run_many([serve.RunTarget(s.app, s.name, s.route_prefix) for s in specs],
+                       wait_for_applications_running=False)
+
+
+def failure_reason(message: str) -> str:
+    """The informative line of a replica's start-up traceback: our own error's message if present
+    (``backends.errors.X: message``), else the last line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in reversed(lines):
+        kind, sep, text = line.partition(": ")
+        if sep and kind.startswith(_OUR_ERRORS) and kind[len(_OUR_ERRORS):].isidentifier():
+            return text
+    return lines[-1] if lines else message
+
+
+def application_states() -> dict[str, tuple[str, str]]:
+    """Every Serve application: name -> (status, failure reason or "")."""
+    states = {}
+    for name, app in serve.status().applications.items():
+        message = ""
+        if app.status in _FAILED:
+            message = failure_reason("; ".join(d.message for d in app.deployments.values() if d.message) or app.message)
+        states[name] = (getattr(app.status, "value", str(app.status)), message)
+    return states
+
+
+def endpoint_applications() -> set[str]:
+    """Applications that hold an ``endpoint`` deployment (model endpoints; never a user's own app)."""
+    return {name for name, app in serve.status().applications.items() if ENDPOINT_DEPLOYMENT in app.deployments}
+
+
+def running_replicas(app_name: str, deployment: str) -> int:
+    """How many replicas of a deployment are running (0 if the application does not exist)."""
+    app = serve.status().applications.get(app_name)
+    if app is None or deployment not in app.deployments:
+        return 0
+    return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
+
+
+def settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
+    """Of ``names``: those running, and those failed with their reason (the rest are still starting)."""
+    running = {name for name in names if states.get(name, ("",))[0] == "RUNNING"}
+    failed = {name: states[name][1] or states[name][0] for name in names if states.get(name, ("",))[0] in _FAILED}
+    return running, failed
+
+
+class ServeCalls:
+    """The controller's Serve calls, awaited on its event loop, run on its one Serve thread."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-calls")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def start(self, specs: Iterable[AppSpec] | Callable[[], Iterable[AppSpec]]) -> None:
+        """Deploy applications; a callable is built on the Serve thread too (building binds deployments)."""
+        await self._run(lambda: start_applications(specs() if callable(specs) else specs))
+
+    async def states(self) -> dict[str, tuple[str, str]]:
+        return await self._run(application_states)
+
+    async def endpoints(self) -> set[str]:
+        return await self._run(endpoint_applications)
+
+    async def replicas(self, groups: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Running replicas of each (application, deployment)."""
+        groups = list(groups)
+        return await self._run(lambda: {g: running_replicas(*g) for g in groups})
+
+    async def delete(self, name: str) -> None:
+        await self._run(lambda: serve.delete(name, _blocking=False))
+
+    async def wait_running(self, names: Iterable[str], timeout_s: float = LOAD_TIMEOUT_S) -> dict[str, str]:
+        """Wait until each application runs or fails; returns {name: failure reason}."""
+        deadline = time.monotonic() + timeout_s
+        pending, failures = set(names), {}
+        while pending and time.monotonic() < deadline:
+            running, failed = settled(pending, await self.states())
+            failures.update(failed)
+            pending -= running | set(failed)
+            if pending:
+                await asyncio.sleep(STATUS_POLL_S)
+        failures.update({name: f"not running after {timeout_s:.0f} s" for name in pending})
+        return failures
+
+    async def wait_deleted(self, names: Iterable[str], timeout_s: float = 120) -> None:
+        names = set(names)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and names & set(await self.states()):
+            await asyncio.sleep(STATUS_POLL_S)
+
+    async def warm(self, app_name: str) -> str:
+        """One real inference through Serve; returns a failure reason, or "" when it answered."""
+        try:
+            handle = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app_name)
+            info = await handle.describe.remote()
+            await handle.infer_batch.remote(warmup_inputs(info.signature))
+            return ""
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the version out of traffic
+            return f"warm-up inference failed: {exc}"

@@ -1,0 +1,97 @@
+"""Routing-table publication: replicas long-poll for a model's table, and their next poll is the ack.
+
+Every replica that routes to a model (its endpoint's, and every ensemble's or pipeline's that has
+it as a member) calls ``watch`` with the table it applied. ``watch`` answers at once when the
+controller's table differs, else when it changes, else after ``WATCH_TIMEOUT_S``. A swap retires
+the old version only after ``await_acks``: every running replica of every (application,
+deployment) that follows the model reported the new table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from deployments.dataplane.table import Route, Watcher, routes_token
+from deployments.names import ENDPOINT_DEPLOYMENT, endpoint_app
+
+__all__ = ["RoutingTables", "WATCH_TIMEOUT_S", "ACK_TIMEOUT_S"]
+
+logger = logging.getLogger("infergrid")
+
+WATCH_TIMEOUT_S = 10.0  # a long-poll answers at least this often, so replicas notice a restarted controller
+ACK_TIMEOUT_S = 20.0  # how long a swap waits for every replica to apply a new table
+ReplicaCounter = Callable[[Iterable[tuple[str, str]]], Awaitable[dict[tuple[str, str], int]]]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A watcher's last call: the table it had applied, when, and its group."""
+
+    token: str | None
+    at: float
+    group: tuple[str, str]
+
+
+class RoutingTables:
+    """Change notifications and acks, per model (the tables themselves live in the model states)."""
+
+    def __init__(self) -> None:
+        self._changed: dict[str, asyncio.Event] = {}
+        self._seen: dict[str, dict[str, _Seen]] = {}
+
+    def notify(self, model: str) -> None:
+        """The model's table changed: answer its waiting long-polls now."""
+        event = self._changed.pop(model, None)
+        if event is not None:
+            event.set()
+
+    def forget(self, model: str) -> None:
+        self._seen.pop(model, None)
+
+    async def watch(self, model: str, watcher: Watcher | None, token: str | None, current: tuple[Route, ...] | None,
+                    table: Callable[[], tuple[Route, ...] | None]) -> tuple[Route, ...] | None:
+        """Record ``watcher``'s ack (``token``); answer ``current`` at once if it differs, else ``table()``
+        once the model's table changes or after ``WATCH_TIMEOUT_S``."""
+        group = watcher.group if watcher else (endpoint_app(model), ENDPOINT_DEPLOYMENT)
+        replica = watcher.replica if watcher else ""
+        self._seen.setdefault(model, {})[replica] = _Seen(token, time.monotonic(), group)
+        if current is not None and routes_token(current) != token:
+            return current
+        event = self._changed.setdefault(model, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), WATCH_TIMEOUT_S)
+        except TimeoutError:
+            pass
+        return table()
+
+    async def await_acks(self, model: str, routes: tuple[Route, ...], count_replicas: ReplicaCounter) -> bool:
+        """Wait until every running replica that routes to ``model`` reported ``routes``.
+
+        Those are the model's endpoint replicas and the replicas of every ensemble or pipeline
+        that has ``model`` as a member, counted per (application, deployment) against how many
+        replicas of it run.
+        """
+        token = routes_token(routes)
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        expected: dict[tuple[str, str], int] = {}
+        while time.monotonic() < deadline:
+            # A live replica calls at least every WATCH_TIMEOUT_S; older entries are replicas that are gone.
+            now = time.monotonic()
+            seen = {r: s for r, s in self._seen.get(model, {}).items() if now - s.at < 3 * WATCH_TIMEOUT_S}
+            self._seen[model] = seen
+            groups = {s.group for s in seen.values()} | {(endpoint_app(model), ENDPOINT_DEPLOYMENT)}
+            if set(expected) != groups:
+                expected = await count_replicas(groups)
+            acked = dict.fromkeys(groups, 0)
+            for s in seen.values():
+                acked[s.group] += s.token == token
+            if all(acked[g] >= n for g, n in expected.items()):
+                return True
+            await asyncio.sleep(0.02)
+        logger.warning("model %s: not every replica routing to it confirmed the new routing table within %.0f s",
+                       model, ACK_TIMEOUT_S)
+        return False

@@ -1,0 +1,115 @@
+"""The data plane: what every transport calls, whatever protocol it speaks.
+
+A transport (v2 over HTTP today) is a codec plus thin glue: it turns wire bytes into named numpy
+tensors and calls, in order, ``authorise`` (before it reads the body), ``check_declared_size``,
+its own decoder with ``limits``, then ``infer``; it encodes what comes back. Routing to a version,
+batching, the call to the version's replicas, request timeouts and metrics all sit behind
+``infer``, in the ``Servable`` the plane was built over (``ModelRouter`` for a model,
+``CompositeModel`` for an ensemble or pipeline). So adding a protocol touches none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from backends.signature import ModelSignature
+from deployments.dataplane.auth import AuthPolicy
+from deployments.observability.metrics import Recorder, triton_statistics
+from deployments.protocol.limits import RequestLimits, check_body_size
+
+__all__ = ["DataPlane", "Servable", "ModelDescription", "InferOutcome"]
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a model is, for any protocol's metadata call."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    signature: ModelSignature
+
+
+@dataclass(frozen=True)
+class InferOutcome:
+    """The answer to one request: the version that answered and its outputs by name."""
+
+    version: int
+    outputs: dict[str, np.ndarray]
+
+
+class Servable(Protocol):
+    """One model as the data plane reaches it: its versions behind a router, or a composite."""
+
+    async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
+                    timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """(version that answered, outputs); validation, routing, batching and timeout inside."""
+
+    async def describe_model(self, version: int | None = None) -> ModelDescription:
+        """Name, versions, platform and signature (of ``version``, or the one unversioned calls reach)."""
+
+    async def ready(self, version: int | None = None) -> bool:
+        """True when the model (or the version) can serve."""
+
+    def stats(self) -> dict:
+        """This replica's own batch counters."""
+
+    def default_version(self) -> str:
+        """The version an unversioned request reaches ("" when none), for counting early failures."""
+
+
+class DataPlane:
+    """The protocol-neutral steps of answering for one model in one replica.
+
+    Args:
+        model: the model's name (errors and metrics name it).
+        servable: where requests go after the checks.
+        limits: request size limits, for the transport's decoder and the declared-size check.
+        auth: the API-key policy.
+        recorder: where refused requests are counted (None: not counted).
+    """
+
+    def __init__(self, model: str, servable: Servable, limits: RequestLimits | None = None,
+                 auth: AuthPolicy | None = None, recorder: Recorder | None = None) -> None:
+        self.model = model
+        self.servable = servable
+        self.limits = limits or RequestLimits()
+        self._auth = auth or AuthPolicy()
+        self._recorder = recorder
+
+    def authorise(self, group: str, authorization: str | None, what: str) -> None:
+        """Raise ``Unauthenticated`` / ``Forbidden`` unless the caller may run an operation of ``group``."""
+        self._auth.authorise(group, authorization, what)
+
+    def check_declared_size(self, size_bytes: int) -> None:
+        """Refuse a body by its declared size before it is read (``PayloadTooLarge``)."""
+        check_body_size(size_bytes, self.limits)
+
+    def refused(self, version: str | None) -> None:
+        """Count a request that failed before it reached a version (malformed, too large)."""
+        if self._recorder is not None:
+            self._recorder.failure(self.model, str(version or self.servable.default_version()), "OTHER", 0.0)
+
+    async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
+                    timeout_s: float | None = None) -> InferOutcome:
+        """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it)."""
+        answered_by, outputs = await self.servable.infer(inputs, version, timeout_s)
+        return InferOutcome(answered_by, outputs)
+
+    async def describe(self, version: int | None = None) -> ModelDescription:
+        """The model's (or the version's) description for a metadata call."""
+        return await self.servable.describe_model(version)
+
+    async def ready(self, version: int | None = None) -> bool:
+        """True when the model (or the version) can serve."""
+        return await self.servable.ready(version)
+
+    async def statistics(self, version: str | None = None) -> dict:
+        """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
+        from deployments.observability.hub import hub_handle
+
+        merged = await hub_handle().collect.remote()
+        return triton_statistics(merged, self.model, version)
