@@ -25,7 +25,7 @@ _ORT_TYPES = {
 }
 
 
-def _spec(node: "ort.NodeArg") -> TensorSpec:
+def _spec(node: ort.NodeArg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (node.shape or []))
     return TensorSpec(node.name, _ORT_TYPES.get(node.type, node.type), shape)
 

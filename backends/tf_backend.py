@@ -33,7 +33,7 @@ def _configure_runtime(threads: int) -> None:
         logger.debug("TensorFlow runtime already initialised; thread settings unchanged")
 
 
-def _spec(name: str, tensor_spec: "tf.TensorSpec") -> TensorSpec:
+def _spec(name: str, tensor_spec: tf.TensorSpec) -> TensorSpec:
     datatype = "BYTES" if tensor_spec.dtype == tf.string else numpy_to_v2(tensor_spec.dtype.as_numpy_dtype)
     shape = tuple(-1 if d is None else int(d) for d in tensor_spec.shape.as_list())
     return TensorSpec(name, datatype, shape)

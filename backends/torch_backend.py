@@ -42,7 +42,7 @@ class TorchBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, ValueError, pickle errors...
             raise BackendLoadError(f"{self.config.name}: cannot load {path}: {exc}") from exc
 
-    def _tensor(self, array: np.ndarray) -> "torch.Tensor":
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
         if not array.flags.writeable:
             array = array.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self._device, non_blocking=True)

@@ -51,7 +51,7 @@ async def _connection(host: str, port: int, requests: list[bytes], stop_at: floa
                 latencies.append(time.perf_counter() - start)
             else:
                 errors[0] += 1
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, asyncio.LimitOverrunError, ValueError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             errors[0] += 1
             if writer is not None:
                 writer.close()

@@ -170,9 +170,9 @@ def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: fl
     import ray
     from ray import serve
 
+    from deployments.control.client import start_controller
     from deployments.launch.admission import runtime_env
     from deployments.launch.cli import EMBEDDED_LOGICAL_CPUS
-    from deployments.control.client import start_controller
 
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS), include_dashboard=False,
              log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env=runtime_env())

@@ -81,7 +81,7 @@ class Traffic:
         """The first successful reply ``version`` computed, if any yet (cheap: for polling)."""
         return self._first.get(str(version))
 
-    def start(self) -> "Traffic":
+    def start(self) -> Traffic:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True, name="traffic")
         self._thread.start()
         return self
@@ -109,7 +109,7 @@ class Traffic:
                 self._replies.append(reply)
                 if reply.version is not None:
                     self._first.setdefault(reply.version, reply)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 self._replies.append(Reply(sent, time.monotonic(), 0, None, None, f"{type(exc).__name__}: {exc}"))
                 if writer is not None:
                     writer.close()

@@ -9,6 +9,7 @@ names the step and member).
 from __future__ import annotations
 
 import asyncio
+
 import numpy as np
 
 from backends.errors import StepFailed

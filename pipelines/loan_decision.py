@@ -5,7 +5,7 @@
 
 Served as the model ``loan_decision`` (``/v2/models/loan_decision/infer``, one tensor per raw
 field), at the plain JSON route ``POST /pipelines/loan_decision`` under ``infergrid serve``, and
-alone with ``serve run deployments.applications.composite:standalone_app`` (plain JSON at ``POST /``). The feature
+alone with ``serve run deployments.applications.ensembles:standalone_app`` (plain JSON at ``POST /``). The feature
 builders and the decision rule are plain numpy functions, so a client can reproduce a decision by
 calling the two models itself (the tests do).
 """
@@ -22,7 +22,7 @@ import numpy as np
 from backends.errors import InvalidRequest
 from pipelines.base import Pipeline
 
-__all__ = ["LoanDecision", "FIELDS", "fraud_features", "credit_features", "decide", "Decision", "app",
+__all__ = ["LoanDecision", "FIELDS", "fraud_features", "credit_features", "decide", "Decision",
            "FRAUD_DECLINE", "FRAUD_REVIEW", "CREDIT_DECLINE", "CREDIT_REVIEW"]
 
 # Raw fields of an application record: name -> default when a JSON record leaves it out (None: required).

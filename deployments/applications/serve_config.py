@@ -4,16 +4,16 @@ Pure: scans the repository and writes import paths and args; nothing is deployed
 This is a fixed set of applications (what the repository holds now); following the repository and
 hot swaps need the controller, which ``infergrid serve`` starts (also against a cluster, with
 RAY_ADDRESS). An ensemble or pipeline is one application that calls its members' version
-applications by name (``deployments.applications.composite:build_composite_app``).
+applications by name (``deployments.applications.ensembles:build_composite_app``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from deployments.dataplane.table import route_for
 from deployments.names import SERVER_APP, endpoint_app, model_route, version_app
 from deployments.repository.scan import scan_repository
-from deployments.dataplane.table import route_for
 
 __all__ = ["repository_serve_config"]
 
@@ -32,7 +32,7 @@ def repository_serve_config(repository: Path, host: str = "0.0.0.0", port: int =
             continue
         if entry.config.composite:  # an ensemble or pipeline: one application over its members' version apps
             apps.append({"name": endpoint_app(name), "route_prefix": model_route(name),
-                         "import_path": "deployments.applications.composite:build_composite_app",
+                         "import_path": "deployments.applications.ensembles:build_composite_app",
                          "args": {"repository": str(repository), "model": name, **secured}})
             continue
         versions = entry.served_versions

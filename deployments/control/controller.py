@@ -3,7 +3,7 @@
 This is the actor's shell: its life cycle, when it reconciles (at start, on every poll and inotify
 event, or on a repository API call, by ``mode``), and what replicas and the server ingress ask it.
 What to change is decided by the pure plan (``deployments.control.plan``), applied by the
-``Reconciler``; tables reach replicas through ``RoutingTables``; every Serve call goes through
+``Reconciler``; tables reach replicas through ``TablePublisher``; every Serve call goes through
 ``ServeCalls``. A new version is deployed beside the serving one, warmed with a real inference,
 and only then published; an old one is deleted once every replica routing to the model acked the
 new table. So a swap never fails a request, and a version that fails to load never takes traffic.
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from backends.errors import ModelNotFound, RepositoryError
 from deployments.applications import builders as apps
+from deployments.control.publication import WATCH_TIMEOUT_S, TablePublisher
 from deployments.control.reconcile import Reconciler
 from deployments.control.serve_calls import ServeCalls
 from deployments.control.state import adopt
-from deployments.control.tables import WATCH_TIMEOUT_S, RoutingTables
 from deployments.control.views import index_rows, model_statuses
 from deployments.dataplane.table import Route, Watcher
 from deployments.names import CONTROLLER_NAME, SERVER_APP, VERSION_DEPLOYMENT, parse_version_app
@@ -62,12 +62,11 @@ class RepositoryController:
         self._load_models = list(load_models or [])
         self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
         self._serve = ServeCalls()
-        self._tables = RoutingTables()
+        self._tables = TablePublisher()
         # Only a poll watches files settle; in the other modes a person said "load it now".
         tracker = CompletionTracker(settle_s=poll_secs if mode == "poll" else 0.0)
         self._models = Reconciler(self._root, mode == "explicit", tracker, self._serve, self._tables, recorder,
-                                  gpu, self._auth)
-        self._models.on_member_wanted = self._kick
+                                  gpu, self._auth, on_member_wanted=self._kick)
         self._syncing: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
         self._events = FileEvents.open() if mode == "poll" else None

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from backends.errors import ServingError
 from backends.model_config import ModelConfig
 from deployments.applications import builders as apps
-from deployments.applications.composite import composite_application
+from deployments.applications.ensembles import composite_application
 from deployments.control import plan as p
+from deployments.control.publication import TablePublisher
 from deployments.control.serve_calls import ServeCalls
 from deployments.control.state import (
     LOADING,
@@ -27,7 +29,6 @@ from deployments.control.state import (
     ModelState,
     VersionApp,
 )
-from deployments.control.tables import RoutingTables
 from deployments.names import CONTROLLER_NAME, endpoint_app, model_route, version_app
 from deployments.observability.hub import metrics_enabled
 from deployments.observability.metrics import Recorder
@@ -56,10 +57,13 @@ class Reconciler:
         recorder: load times and failures, for ``/metrics``.
         gpu: the cluster has a GPU (KIND_AUTO versions get one).
         auth: an ``AuthPolicy.to_dict()`` for every HTTP replica deployed.
+        on_member_wanted: called with a member that loading a composite loaded (explicit mode),
+            so that the member is reconciled too.
     """
 
     def __init__(self, root: Path, explicit: bool, tracker: CompletionTracker, serve_calls: ServeCalls,
-                 tables: RoutingTables, recorder: Recorder, gpu: bool, auth: dict | None) -> None:
+                 tables: TablePublisher, recorder: Recorder, gpu: bool, auth: dict | None,
+                 on_member_wanted: Callable[[str], None]) -> None:
         self._root, self._explicit, self._tracker = root, explicit, tracker
         self._serve, self._tables, self._recorder = serve_calls, tables, recorder
         self._gpu, self._auth = gpu, auth
@@ -67,7 +71,7 @@ class Reconciler:
         self.policies: dict[str, ModelPolicy] = {}
         self._warned: dict[str, frozenset[str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self.on_member_wanted = lambda name: None  # set by the controller: reconcile a member soon
+        self._on_member_wanted = on_member_wanted
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -88,7 +92,7 @@ class Reconciler:
 
     def forget_failures(self, name: str) -> None:
         """An explicit load retries every failed version of ``name``."""
-        self.states[name] = replace(self.states[name], failed={})
+        self.states[name] = self.states[name].without_failures()
 
     def set_policy(self, name: str, **changes) -> None:
         self.know(name)
@@ -181,6 +185,29 @@ class Reconciler:
 
     async def _apply(self, name: str, snapshot: ModelSnapshot, change: p.Change) -> bool:
         """Carry out ``change`` and record its outcome; False ends this reconcile."""
+        match change:
+            case p.RemoveModel():
+                await self._remove_model(name)
+            case p.DeployVersions(versions):
+                await self._deploy_versions(name, snapshot, versions)
+            case p.Resize(version, app, tag, replicas):
+                logger.info("model %s: version %d replicas -> %d", name, version, replicas)
+                await self._serve.start(lambda: [self._version_spec(snapshot, version, tag)])
+                self.states[name] = self.states[name].resized(app, replicas)
+            case p.DeployEndpoint(routes, replicas):
+                return await self._deploy_endpoint(name, snapshot, routes, replicas)
+            case p.PublishRoutes(routes):
+                await self._publish(name, routes)
+            case p.DeleteVersions(names):
+                await self._delete_versions(name, names)
+            case p.DeployComposite(version, tag, replicas):
+                return await self._deploy_composite(name, snapshot, version, tag, replicas)
+            case _:
+                return self._record(name, change)
+        return True
+
+    def _record(self, name: str, change: p.Change) -> bool:
+        """The changes that touch no Serve application: only the controller's own state."""
         state = self.states[name]
         match change:
             case p.SetReason(reason):
@@ -188,37 +215,24 @@ class Reconciler:
                     logger.error("model %s: %s%s", name, reason,
                                  " (the serving versions keep serving)" if state.served else "")
                 self.states[name] = state.with_reason(reason)
-            case p.RemoveModel():
-                await self._remove_model(name)
             case p.ForgetModel():
                 self.states.pop(name, None)
                 self.policies.pop(name, None)
                 return False
             case p.ForgetFailure(version):
                 self.states[name] = state.without_failure(version)
-            case p.DeployVersions(versions):
-                await self._deploy_versions(name, snapshot, versions)
-            case p.Resize(version, app, tag, replicas):
-                logger.info("model %s: version %d replicas -> %d", name, version, replicas)
-                await self._serve.start(lambda: [self._version_spec(snapshot, version, tag)])
-                self.states[name] = state.resized(app, replicas)
-            case p.DeployEndpoint(routes, replicas):
-                return await self._deploy_endpoint(name, snapshot, routes, replicas)
-            case p.PublishRoutes(routes):
-                self.states[name] = state.published(routes)
-                self._tables.notify(name)
-                logger.info("model %s: serving versions %s", name, [r.version for r in routes])
-                await self._tables.await_acks(name, routes, self._serve.replicas)
-            case p.DeleteVersions(names):
-                await self._delete_versions(name, names)
             case p.LoadMembers(members):
                 for member in members:
                     self.set_policy(member, wanted=True)
-                    self.on_member_wanted(member)
+                    self._on_member_wanted(member)
                 self.set_policy(name, members_not_loaded=())
-            case p.DeployComposite(version, tag, replicas):
-                return await self._deploy_composite(name, snapshot, version, tag, replicas)
         return True
+
+    async def _publish(self, name: str, routes: tuple) -> None:
+        self.states[name] = self.states[name].published(routes)
+        self._tables.notify(name)
+        logger.info("model %s: serving versions %s", name, [r.version for r in routes])
+        await self._tables.await_acks(name, routes, self._serve.replicas)
 
     def _version_spec(self, snapshot: ModelSnapshot, version: int, tag: str) -> apps.AppSpec:
         assert snapshot.entry is not None
@@ -252,11 +266,10 @@ class Reconciler:
         config = snapshot.config
         assert config is not None
         table = [r.to_dict() for r in routes]
-        spec = apps.AppSpec(endpoint_app(name), apps.endpoint_application(
-            name, table, config.max_batch_size, replicas, CONTROLLER_NAME, metrics_enabled(config),
-            limits_for(config), self._auth), model_route(name))
         self.states[name] = self.states[name].published(routes)
-        await self._serve.start([spec])
+        await self._serve.start(lambda: [apps.AppSpec(endpoint_app(name), apps.endpoint_application(
+            name, table, config.max_batch_size, replicas, CONTROLLER_NAME, metrics_enabled(config),
+            limits_for(config), self._auth), model_route(name))])
         failures = await self._serve.wait_running([endpoint_app(name)])
         if failures:
             logger.error("model %s: endpoint failed: %s", name, failures[endpoint_app(name)])
@@ -295,7 +308,7 @@ class Reconciler:
         """Unload a whole model: the endpoint first (so no request is routed), then its versions."""
         logger.info("model %s: unloading", name)
         state = self.states[name]
-        self.states[name] = replace(state, endpoint=False, routes=(), composite_tag="")
+        self.states[name] = state.unrouted()
         self._tables.notify(name)
         if state.endpoint:
             await self._serve.delete(endpoint_app(name))

@@ -88,9 +88,10 @@ class ServeCalls:
     async def _run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
-    async def start(self, specs: Iterable[AppSpec] | Callable[[], Iterable[AppSpec]]) -> None:
-        """Deploy applications; a callable is built on the Serve thread too (building binds deployments)."""
-        await self._run(lambda: start_applications(specs() if callable(specs) else specs))
+    async def start(self, build: Callable[[], Iterable[AppSpec]]) -> None:
+        """Build applications and deploy them, both on the Serve thread: building one calls
+        ``serve.deployment``, which touches the same unlocked pickling table as deploying."""
+        await self._run(lambda: start_applications(build()))
 
     async def states(self) -> dict[str, tuple[str, str]]:
         return await self._run(application_states)

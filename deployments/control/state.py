@@ -102,6 +102,14 @@ class ModelState:
     def without_failure(self, version: int) -> ModelState:
         return replace(self, failed={v: f for v, f in self.failed.items() if v != version})
 
+    def without_failures(self) -> ModelState:
+        """An explicit load retries every failed version."""
+        return replace(self, failed={})
+
+    def unrouted(self) -> ModelState:
+        """The model's application is going: no table routes to it any more."""
+        return replace(self, endpoint=False, routes=(), composite_tag="")
+
     def composite_deployed(self, version: int, tag: str, replicas: int) -> ModelState:
         return replace(self, endpoint=True, endpoint_replicas=replicas, composite_tag=tag,
                        routes=(Route(version, endpoint_app(self.name)),))

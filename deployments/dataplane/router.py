@@ -21,7 +21,15 @@ import ray
 from ray import serve
 from ray.exceptions import RayActorError
 
-from backends.errors import ModelNotReady, Overloaded, ReplicaLost, RequestTimeout, ServingError, status_of, unwrap_error
+from backends.errors import (
+    ModelNotReady,
+    Overloaded,
+    ReplicaLost,
+    RequestTimeout,
+    ServingError,
+    status_of,
+    unwrap_error,
+)
 from deployments.dataplane.batching import BatchStats, split_outputs, stack_inputs
 from deployments.dataplane.model_version import VersionInfo
 from deployments.dataplane.plane import ModelDescription

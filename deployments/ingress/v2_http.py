@@ -13,7 +13,6 @@ import re
 from collections.abc import Awaitable, Callable
 
 import numpy as np
-
 from starlette.requests import Request
 from starlette.responses import Response
 

@@ -59,7 +59,7 @@ class _Reader:
             raise self.fail(field, f"expected integers, got {values!r}")
         return tuple(values)
 
-    def children(self, field: str) -> list["_Reader"]:
+    def children(self, field: str) -> list[_Reader]:
         values = self.message.get(field, [])
         readers = []
         for index, value in enumerate(values):
@@ -68,7 +68,7 @@ class _Reader:
             readers.append(_Reader(value, f"{self.where}{field}[{index}].", self.warnings))
         return readers
 
-    def child(self, field: str) -> "_Reader | None":
+    def child(self, field: str) -> _Reader | None:
         readers = self.children(field)
         if len(readers) > 1:
             raise self.fail(field, f"given {len(readers)} times, expected once")

@@ -50,7 +50,7 @@ class FileEvents:
         self._watched: set[Path] = set()
 
     @classmethod
-    def open(cls) -> "FileEvents | None":
+    def open(cls) -> FileEvents | None:
         """A new instance, or None where inotify is not available."""
         name = ctypes.util.find_library("c")
         if name is None:

@@ -13,8 +13,8 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from deployments.protocol.openapi import openapi_document
 from deployments.ingress.server import server_version
+from deployments.protocol.openapi import openapi_document
 
 pytestmark = pytest.mark.integration
 

@@ -343,9 +343,9 @@ def test_member_hot_swap_under_load_fails_no_ensemble_request(url: str, new_mode
 
 
 def test_pipeline_runs_alone_with_serve_run(url: str, served: dict) -> None:
-    """``serve run deployments.applications.composite:standalone_app``: the pipeline and its own copies
+    """``serve run deployments.applications.ensembles:standalone_app``: the pipeline and its own copies
     of both members."""
-    from deployments.applications.composite import standalone_app
+    from deployments.applications.ensembles import standalone_app
 
     serve.run(standalone_app({"repository": str(served["repository"])}), name="loan_alone", route_prefix="/loan-alone",
               blocking=False)

@@ -163,10 +163,10 @@ def test_a_request_whose_replica_dies_gets_a_503_to_retry(served: dict, run_asyn
     from ray import serve
 
     from backends.errors import ReplicaLost
-    from deployments.ingress.http import error_response
-    from deployments.names import VERSION_DEPLOYMENT
     from deployments.dataplane.router import VersionRoute
     from deployments.dataplane.table import Route
+    from deployments.ingress.http import error_response
+    from deployments.names import VERSION_DEPLOYMENT
 
     fraud_v1 = next(name for name in served_apps() if name.startswith("fraud:v1"))
 

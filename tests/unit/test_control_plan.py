@@ -74,8 +74,9 @@ def simulate(state: ModelState, change: p.Change, snap: ModelSnapshot, failing: 
     raise AssertionError(change)
 
 
-def converge(state: ModelState, snap: ModelSnapshot, policy: ModelPolicy = ModelPolicy(),
+def converge(state: ModelState, snap: ModelSnapshot, policy: ModelPolicy | None = None,
              failing: set[str] | None = None) -> tuple[ModelState | None, list[list[p.Change]]]:
+    policy = policy or ModelPolicy()
     rounds = []
     for _ in range(10):
         changes = p.plan(state, snap, policy)
@@ -174,7 +175,8 @@ def test_a_broken_config_keeps_the_serving_versions_serving() -> None:
     state, rounds = converge(serving((1, "t1")), snapshot({}, error="m/config.pbtxt: max_batch_size: bad"))
     assert rounds == [[p.SetReason("m/config.pbtxt: max_batch_size: bad")]]
     assert state.served == [1]
-    assert index_rows({"m": state}, {}, ["m"])[0].reason == "config change not applied: m/config.pbtxt: max_batch_size: bad"
+    reason = index_rows({"m": state}, {}, ["m"])[0].reason
+    assert reason == "config change not applied: m/config.pbtxt: max_batch_size: bad"
     state, rounds = converge(state, snapshot({1: "t1"}))
     assert rounds == [[p.SetReason("")]] and state.reason == ""
 

@@ -48,13 +48,13 @@ def test_cluster_nodes_start_ray_with_the_settings_infergrid_serve_uses() -> Non
 
 
 def test_serve_config_composites_call_the_version_apps_listed_beside_them(example_repository: Path) -> None:
+    from deployments.applications.ensembles import build_composite_app
     from deployments.applications.serve_config import repository_serve_config
-    from deployments.applications.composite import build_composite_app
 
     config = repository_serve_config(example_repository)
     names = {a["name"] for a in config["applications"]}
     composite = next(a for a in config["applications"] if a["name"] == "risk_ensemble")
-    assert composite["import_path"] == "deployments.applications.composite:build_composite_app"
+    assert composite["import_path"] == "deployments.applications.ensembles:build_composite_app"
     bound = build_composite_app(composite["args"])._bound_deployment  # Serve's own record of the arguments
     static = bound.init_args[4]
     assert {r["app"] for member in static.values() for r in member["routes"]} <= names

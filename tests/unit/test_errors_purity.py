@@ -37,7 +37,8 @@ def test_step_failure_keeps_its_status_across_processes() -> None:
 PURE = ["deployments.protocol.v2", "deployments.repository.scan", "deployments.repository.config",
         "deployments.dataplane.batching", "deployments.applications.serve_config", "backends", "backends.registry",
         "pipelines.graph", "pipelines.spec", "pipelines.ensemble", "pipelines.loan_decision",
-        "deployments.observability.metrics", "deployments.observability.hub", "deployments.observability.logs", "backends.gpu"]
+        "deployments.observability.metrics", "deployments.observability.hub", "deployments.observability.logs",
+        "backends.gpu"]
 
 
 def test_pure_modules_import_no_framework_and_no_ray() -> None:

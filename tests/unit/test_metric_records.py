@@ -9,7 +9,14 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from backends.gpu import gpu_samples
-from deployments.observability.metrics import METRICS, Recorder, failure_reason, merge_snapshots, render_prometheus, triton_statistics
+from deployments.observability.metrics import (
+    METRICS,
+    Recorder,
+    failure_reason,
+    merge_snapshots,
+    render_prometheus,
+    triton_statistics,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from backends.errors import InvalidRequest, PayloadTooLarge
+from deployments.dataplane.table import route_for
 from deployments.protocol.limits import RequestLimits, check_json_depth, limits_for
 from deployments.protocol.v2 import decode_infer_request
 from deployments.repository.config import parse_config
-from deployments.dataplane.table import route_for
 
 ROW = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [[1, 2, 3, 4]]}]}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from build_repository import FRAUD_CONFIG, build_fraud
 
-from deployments.repository.scan import scan_repository
 from deployments.applications.serve_config import repository_serve_config
+from deployments.repository.scan import scan_repository
 
 
 def write(path: Path, text: str = "x") -> Path:

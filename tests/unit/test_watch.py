@@ -11,11 +11,11 @@ import pytest
 
 from backends.errors import ConfigError
 from backends.model_config import DynamicBatching, InstanceGroup, VersionPolicy
+from deployments.dataplane.table import Route, route_for, routes_token
 from deployments.names import parse_version_app, version_app
 from deployments.repository.config import parse_config, parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.watch import CompletionTracker, folder_state, load_identity
-from deployments.dataplane.table import Route, route_for, routes_token
 
 CONFIG = parse_config('backend: "onnxruntime" max_batch_size: 8 dynamic_batching { max_queue_delay_microseconds: 100 }',
                       "m/config.pbtxt", "m")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from deployments.dataplane.table import Route, Watcher, routes_token
 from deployments.names import ENDPOINT_DEPLOYMENT, endpoint_app
 
-__all__ = ["RoutingTables", "WATCH_TIMEOUT_S", "ACK_TIMEOUT_S"]
+__all__ = ["TablePublisher", "WATCH_TIMEOUT_S", "ACK_TIMEOUT_S"]
 
 logger = logging.getLogger("infergrid")
 
@@ -36,7 +36,7 @@ class _Seen:
     group: tuple[str, str]
 
 
-class RoutingTables:
+class TablePublisher:
     """Change notifications and acks, per model (the tables themselves live in the model states)."""
 
     def __init__(self) -> None:

@@ -5,7 +5,7 @@ Three ways to run one:
 * under ``infergrid serve``: the repository controller checks the composite
   (``pipelines.spec.check_composite``) and deploys ``composite_application`` as the model's
   application; members are the repository's models, followed by name through the controller;
-* alone: ``serve run deployments.applications.composite:standalone_app [model=loan_decision]
+* alone: ``serve run deployments.applications.ensembles:standalone_app [model=loan_decision]
   [repository=DIR]`` builds ``standalone_application``, one
   application holding the pipeline and one replica set per member (their newest versions), with
   fixed routes: no controller and no hot swaps;
@@ -94,7 +94,7 @@ def standalone_application(repository: Path, model: str, gpu: bool | None = None
 
 
 def build_composite_app(args: dict) -> Application:
-    """``import_path: deployments.applications.composite:build_composite_app`` with args {repository, model, auth}: a Serve
+    """``import_path: deployments.applications.ensembles:build_composite_app`` with args {repository, model, auth}: a Serve
     config's composite, calling the version applications ``infergrid config`` lists for its members
     (fixed routes, no controller)."""
     repository = Path(args["repository"])
@@ -107,7 +107,7 @@ def build_composite_app(args: dict) -> Application:
 
 
 def standalone_app(args: dict[str, str]) -> Application:
-    """``serve run deployments.applications.composite:standalone_app [model=NAME] [repository=PATH]``:
+    """``serve run deployments.applications.ensembles:standalone_app [model=NAME] [repository=PATH]``:
     a pipeline (default ``loan_decision``) and its members in one application (plain JSON at
     ``POST /``, v2 at ``POST /infer``), no controller needed."""
     return standalone_application(Path(args.get("repository") or DEFAULT_REPOSITORY),
