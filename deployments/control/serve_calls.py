@@ -2,7 +2,7 @@
 
 Off the event loop, so the routing-table long-polls and the repository API stay responsive while
 Serve deploys; one thread, because Serve's deploy path registers modules for pickling in a
-process-wide table without a lock. The plain functions are the same calls for a driver.
+process-wide table without a lock.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from deployments.applications.builders import AppSpec
 from deployments.dataplane.model_version import warmup_inputs
 from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
 
-__all__ = ["ServeCalls", "start_applications", "application_states", "endpoint_applications", "running_replicas",
-           "settled", "failure_reason", "LOAD_TIMEOUT_S"]
+__all__ = ["ServeCalls", "failure_reason", "LOAD_TIMEOUT_S"]
 
 T = TypeVar("T")
 LOAD_TIMEOUT_S = 300.0
@@ -29,7 +28,7 @@ _FAILED = ("DEPLOY_FAILED", "UNHEALTHY")
 _OUR_ERRORS = "backends.errors."
 
 
-def start_applications(specs: Iterable[AppSpec]) -> None:
+def _start_applications(specs: Iterable[AppSpec]) -> None:
     """Deploy (or update in place) applications without waiting for them."""
     specs = list(specs)
     if specs:
@@ -48,7 +47,7 @@ def failure_reason(message: str) -> str:
     return lines[-1] if lines else message
 
 
-def application_states() -> dict[str, tuple[str, str]]:
+def _application_states() -> dict[str, tuple[str, str]]:
     """Every Serve application: name -> (status, failure reason or "")."""
     states = {}
     for name, app in serve.status().applications.items():
@@ -59,12 +58,12 @@ def application_states() -> dict[str, tuple[str, str]]:
     return states
 
 
-def endpoint_applications() -> set[str]:
+def _endpoint_applications() -> set[str]:
     """Applications that hold an ``endpoint`` deployment (model endpoints; never a user's own app)."""
     return {name for name, app in serve.status().applications.items() if ENDPOINT_DEPLOYMENT in app.deployments}
 
 
-def running_replicas(app_name: str, deployment: str) -> int:
+def _running_replicas(app_name: str, deployment: str) -> int:
     """How many replicas of a deployment are running (0 if the application does not exist)."""
     app = serve.status().applications.get(app_name)
     if app is None or deployment not in app.deployments:
@@ -72,7 +71,7 @@ def running_replicas(app_name: str, deployment: str) -> int:
     return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
-def settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
+def _settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
     """Of ``names``: those running, and those failed with their reason (the rest are still starting)."""
     running = {name for name in names if states.get(name, ("",))[0] == "RUNNING"}
     failed = {name: states[name][1] or states[name][0] for name in names if states.get(name, ("",))[0] in _FAILED}
@@ -91,18 +90,18 @@ class ServeCalls:
     async def start(self, build: Callable[[], Iterable[AppSpec]]) -> None:
         """Build applications and deploy them, both on the Serve thread: building one calls
         ``serve.deployment``, which touches the same unlocked pickling table as deploying."""
-        await self._run(lambda: start_applications(build()))
+        await self._run(lambda: _start_applications(build()))
 
     async def states(self) -> dict[str, tuple[str, str]]:
-        return await self._run(application_states)
+        return await self._run(_application_states)
 
     async def endpoints(self) -> set[str]:
-        return await self._run(endpoint_applications)
+        return await self._run(_endpoint_applications)
 
     async def replicas(self, groups: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """Running replicas of each (application, deployment)."""
         groups = list(groups)
-        return await self._run(lambda: {g: running_replicas(*g) for g in groups})
+        return await self._run(lambda: {g: _running_replicas(*g) for g in groups})
 
     async def delete(self, name: str) -> None:
         await self._run(lambda: serve.delete(name, _blocking=False))
@@ -112,7 +111,7 @@ class ServeCalls:
         deadline = time.monotonic() + timeout_s
         pending, failures = set(names), {}
         while pending and time.monotonic() < deadline:
-            running, failed = settled(pending, await self.states())
+            running, failed = _settled(pending, await self.states())
             failures.update(failed)
             pending -= running | set(failed)
             if pending:

@@ -23,17 +23,19 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.errors import ConfigError, Forbidden, Unauthenticated
 
-__all__ = ["ROLES", "GROUPS", "DEFAULT_OPEN_GROUPS", "AuthPolicy", "parse_api_keys", "read_api_keys",
+__all__ = ["ROLES", "GROUPS", "DEFAULT_OPEN_GROUPS", "GroupOf", "AuthPolicy", "parse_api_keys", "read_api_keys",
            "key_digest", "parse_open_groups"]
 
 ROLES = ("inference", "management")
 GROUPS = ("health", "metrics", "docs", "inference", "management")
 DEFAULT_OPEN_GROUPS = ("health", "metrics", "docs")
+GroupOf = str | Callable[[], str]  # an auth group, or how to find it
 _BEARER = re.compile(r"^\s*bearer\s+(?P<key>\S+)\s*$", re.IGNORECASE)
 
 
@@ -130,8 +132,11 @@ class AuthPolicy:
                 role = candidate
         return role
 
-    def authorise(self, group: str, authorization: str | None, what: str) -> None:
+    def authorise(self, group: GroupOf, authorization: str | None, what: str) -> None:
         """Let a request for an operation of ``group`` (one of ``GROUPS``) through, or raise.
+
+        ``group`` may be a callable that finds it, called only when keys are set: with no keys
+        nothing is computed per request.
 
         Protocol-neutral: each transport says which group its operation is in (HTTP by path, see
         ``deployments.ingress.http.endpoint_group``) and passes the ``Authorization`` value it got;
@@ -141,7 +146,11 @@ class AuthPolicy:
             Unauthenticated: no ``Authorization: Bearer`` key, or an unknown one (401).
             Forbidden: an inference key on the repository API (403).
         """
-        if not self.digests or group in self.open_groups:
+        if not self.digests:
+            return
+        if callable(group):
+            group = group()
+        if group in self.open_groups:
             return
         match = _BEARER.match(authorization or "")
         if match is None:

@@ -82,7 +82,7 @@ class ModelVersion:
     def _start_gpu_reporting(self) -> None:
         """GPU utilisation, memory and fragmentation, sampled before each report (GPU replicas only;
         started on the first call, which runs on the replica's event loop)."""
-        from deployments.observability.hub import replica_recorder  # noqa: I001 - only GPU replicas report
+        from deployments.observability.hub import replica_recorder
 
         self._gpu_reporting = True
         device = self._info.device
@@ -107,7 +107,6 @@ class ModelVersion:
     async def describe(self) -> VersionInfo:
         """Signature and batching settings of this version."""
         return self._info
-
 
     def __del__(self) -> None:
         backend = getattr(self, "_backend", None)

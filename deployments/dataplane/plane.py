@@ -16,7 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from backends.signature import ModelSignature
-from deployments.dataplane.auth import AuthPolicy
+from deployments.dataplane.auth import AuthPolicy, GroupOf
+from deployments.observability.hub import hub_handle
 from deployments.observability.metrics import Recorder, triton_statistics
 from deployments.protocol.limits import RequestLimits, check_body_size
 
@@ -80,8 +81,9 @@ class DataPlane:
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
 
-    def authorise(self, group: str, authorization: str | None, what: str) -> None:
-        """Raise ``Unauthenticated`` / ``Forbidden`` unless the caller may run an operation of ``group``."""
+    def authorise(self, group: GroupOf, authorization: str | None, what: str) -> None:
+        """Raise ``Unauthenticated`` / ``Forbidden`` unless the caller may run an operation of ``group``
+        (a group name, or how to find it: asked only when API keys are set)."""
         self._auth.authorise(group, authorization, what)
 
     def check_declared_size(self, size_bytes: int) -> None:
@@ -109,7 +111,5 @@ class DataPlane:
 
     async def statistics(self, version: str | None = None) -> dict:
         """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
-        from deployments.observability.hub import hub_handle
-
         merged = await hub_handle().collect.remote()
         return triton_statistics(merged, self.model, version)

@@ -169,8 +169,8 @@ class ServerIngress:
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         token = REQUEST_ID.set(request_id)
         try:
-            self._auth.authorise(endpoint_group(request.url.path), request.headers.get("authorization"),
-                                 request.url.path)
+            path = request.url.path
+            self._auth.authorise(lambda: endpoint_group(path), request.headers.get("authorization"), path)
             response = await self._dispatch(request, request.url.path.rstrip("/") or "/")
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
             response = error_response(exc)

@@ -68,15 +68,14 @@ class V2HttpApi:
 
     async def handle(self, request: Request) -> Response:
         """A request straight from HAProxy (Serve's direct ingress)."""
-        declared = request.headers.get("content-length", "")
+        declared, path = request.headers.get("content-length", ""), request.url.path
         try:  # before the body is read; the key first: HAProxy sends /v2/models/{model} here directly
-            self.plane.authorise(endpoint_group(request.url.path), request.headers.get("authorization"),
-                                 request.url.path)
+            self.plane.authorise(lambda: endpoint_group(path), request.headers.get("authorization"), path)
             if declared.isdigit():
                 self.plane.check_declared_size(int(declared))
         except ServingError as exc:
             return error_reply(exc, self._model).to_response()
-        path = request.url.path[len(request.scope.get("root_path", "")):]
+        path = path[len(request.scope.get("root_path", "")):]
         body = await request.body() if request.method == "POST" else b""
         reply = await self.reply(request.method, path, request.headers.get(HEADER_LENGTH), body,
                                  request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))

@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 
 from backends.errors import Overloaded
-from deployments import settings as settings_module
-from deployments.settings import DEFAULT_INFLIGHT_PER_REPLICA, INFLIGHT_ENV, Settings
+from deployments.settings import DEFAULT_INFLIGHT_PER_REPLICA, INFLIGHT_ENV, Settings, current
 
 __all__ = ["SETUP_HOOK", "LIMIT_ENV", "DEFAULT_INFLIGHT_PER_REPLICA", "admission_rule", "patched_template",
            "install", "inflight_per_replica", "runtime_env",
@@ -38,7 +37,7 @@ def inflight_per_replica(settings: Settings | None = None) -> int:
     Raises:
         ConfigError: the variable is not a non-negative integer.
     """
-    return (settings or settings_module.current()).checked().inflight_per_replica
+    return (settings or current()).checked().inflight_per_replica
 
 
 def admission_rule(per_replica: int) -> str:
@@ -94,7 +93,7 @@ def install(settings: Settings | None = None) -> None:
     Never raises: a worker must start even with a bad ``INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA``
     (``infergrid serve`` refuses one before Ray starts).
     """
-    settings = settings or settings_module.current()
+    settings = settings or current()
     if not settings.haproxy:
         return
     from ray.serve._private import haproxy

@@ -44,8 +44,8 @@ def test_acks_wait_for_every_replica_of_every_group_that_routes_to_the_model(mon
 
     async def scenario() -> None:
         routing = TablePublisher()
-        for watcher in (ENDPOINT, ENSEMBLE):  # both follow "m" and have applied the old table
-            routing._seen.setdefault("m", {})[watcher.replica] = publication._Seen(routes_token(OLD), 1e18, watcher.group)
+        for watcher in (ENDPOINT, ENSEMBLE):  # both follow "m" and report the old table (answered at once)
+            assert await routing.watch("m", watcher, routes_token(OLD), NEW, lambda: NEW) == NEW
         assert not await routing.await_acks("m", NEW, count)  # nobody has the new table: times out
         # The endpoint acks; the ensemble replica that calls "m" as a member has not yet.
         task = asyncio.create_task(routing.watch("m", ENDPOINT, routes_token(NEW), NEW, lambda: NEW))
