@@ -111,7 +111,7 @@ def main() -> None:
                                       only=("fraud", "credit_score", "risk_ensemble", "loan_decision"))
         base = start_serving(repository, args.port)
         loads = workloads(base)
-        for calls in loads.values():  # warm-up: every route, member batch queues, HAProxy
+        for calls in loads.values():  # warm-up: every route, member batch queues
             measure(calls, 16, 2, workdir)
         raw: dict[tuple[str, int], list[dict]] = {}
         for round_index in range(args.rounds):

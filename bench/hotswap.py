@@ -109,10 +109,7 @@ def main() -> None:
         stage_versions(staging, "resnet50", resnet_versions)
         print("versions staged", flush=True)
         base = start_serving(repository, args.port, mode="poll", poll_secs=args.poll_secs)
-        # New routes make Serve reload HAProxy for a few seconds after start (connections opened during
-        # a reload can be dropped); the measured windows start after that, and failures are counted
-        # over the whole run.
-        time.sleep(5)
+        time.sleep(2)  # the measured windows start after a settle; failures are counted over the whole run
         fraud = Traffic(f"{base}/v2/models/fraud/infer", FRAUD_BODY, args.connections).start()
         time.sleep(3)  # warm
         steady_start = time.monotonic()

@@ -23,14 +23,14 @@ from bench.traffic import read_response
 
 __all__ = ["run_open_loop", "answer_kind"]
 
-ADMISSION_MARK = b"INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"  # named in the admission rule's 503 body
+ADMISSION_MARK = b"INFERGRID_INFLIGHT_PER_MODEL"  # named in the front door's in-flight refusal
 
 
 def answer_kind(status: int, body: bytes) -> str:
-    """The status, with a 503 split by who refused: HAProxy's admission rule or a replica."""
+    """The status, with a 503 split by who refused: the front door's in-flight bound, or the model's queue."""
     if status != 503:
         return str(status)
-    return "503 HAProxy" if ADMISSION_MARK in body else "503 replica"
+    return "503 in-flight bound" if ADMISSION_MARK in body else "503 queue full"
 
 
 async def run_open_loop(url: str, body: bytes, rate: float, duration_s: float,  # noqa: C901 - one loop, one closure

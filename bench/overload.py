@@ -7,9 +7,9 @@ Serves ``fraud`` with a bounded queue (``dynamic_batching { default_queue_policy
 that rate open-loop (``bench.openloop``: requests leave on schedule whether or not earlier ones were
 answered), with a 100 req/s probe beside it from a process of higher CPU priority. Ray runs on
 all CPUs but the last, the generators on the last (a client machine's stand-in). Reported: answers
-by status with p50/p99 (rejections are 503 + Retry-After, split into HAProxy's admission rule and
-a replica's own refusals), for the load and for the probe, the memory
-of every Ray and HAProxy process sampled each second (bounded: no growth while the overload lasts),
+by status with p50/p99 (rejections are 503 + Retry-After, split into the front door's in-flight
+bound, refused before the body is read, and the model's own queue bound), for the load and for
+the probe, the memory of every Ray process sampled each second (bounded: no growth while the overload lasts),
 and the capacity measured again afterwards (the server stayed up).
 """
 
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.run import ROOT, request_body, served, start_serving
-from deployments.launch.admission import inflight_per_replica
+from deployments.settings import INFLIGHT_ENV, current
 
 sys.path.insert(0, str(ROOT / "examples"))
 
@@ -40,20 +40,17 @@ def repository(root: Path) -> Path:
     build_repository(root, only=("fraud",))
     config = root / "fraud" / "config.pbtxt"
     config.write_text(config.read_text().replace(
-        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
-        "dynamic_batching { max_queue_delay_microseconds: 2000 "
-        f"default_queue_policy {{ max_queue_size: {QUEUE_ROWS} }} }}"))
+        "dynamic_batching { }", f"dynamic_batching {{ default_queue_policy {{ max_queue_size: {QUEUE_ROWS} }} }}"))
     return root
 
 
 def serving_rss_mib() -> float:
-    """Resident memory of every Ray worker/actor, raylet, GCS and HAProxy process on this machine."""
+    """Resident memory of every Ray worker/actor, raylet and GCS process on this machine."""
     total_kib = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            if not (cmdline.startswith(b"ray::") or b"raylet" in cmdline or b"gcs_server" in cmdline
-                    or b"haproxy" in cmdline):
+            if not (cmdline.startswith(b"ray::") or b"raylet" in cmdline or b"gcs_server" in cmdline):
                 continue
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -155,7 +152,7 @@ def main() -> None:
         time.sleep(2)
         after = served(url, body_file, None, 32, 10, client_cpus)
         print(json.dumps(overload), json.dumps(probe), flush=True)
-        placement = (f"Ray, Serve and HAProxy on CPUs {sorted(server_cpus)}, load generator on CPU "
+        placement = (f"Ray and Serve on CPUs {sorted(server_cpus)}, load generator on CPU "
                      f"{sorted(client_cpus)}" if server_cpus else "server and load generator share the one CPU")
         write_results(Path(args.out), command, capacity, overload, probe, after, before_mib, samples, args.factor,
                       placement)
@@ -170,7 +167,7 @@ def write_results(out: Path, command: str, capacity: dict, overload: dict, probe
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     memory = [m for _, m in samples]
     half = len(memory) // 2
-    admission = inflight_per_replica()
+    admission = current().inflight_per_model
     report = {"date": date, "command": command, "machine": machine, "placement": placement,
               "queue_rows": QUEUE_ROWS, "admission_per_replica": admission, "factor": factor,
               "capacity": capacity, "overload": overload, "probe": probe, "capacity_after": after,
@@ -182,8 +179,8 @@ def write_results(out: Path, command: str, capacity: dict, overload: dict, probe
     (out / "overload.json").write_text(json.dumps(report, indent=2))
     lines = [f"# Overload: {factor:g}x capacity, open loop ({date})", "",
              f"Command: `{command}` (machine: {machine}; {placement}). "
-             f"`fraud` (one endpoint replica) with `max_queue_size: {QUEUE_ROWS}`; HAProxy admission "
-             f"{admission or 'off'} requests in flight per replica (`INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA`).", "",
+             f"`fraud` (one front-door replica) with `max_queue_size: {QUEUE_ROWS}`; front-door admission "
+             f"{admission or 'off'} requests in flight per model (`{INFLIGHT_ENV}`).", "",
              f"- capacity before (closed loop, 32 connections, 10 s): {capacity['qps']:,.0f} QPS, "
              f"p50 {capacity['p50_ms']:.2f} ms, p99 {capacity['p99_ms']:.2f} ms",
              f"- offered: {overload['offered_rps'] + probe['offered_rps']:,.0f} req/s for {overload['duration_s']} s "
@@ -200,7 +197,7 @@ def write_results(out: Path, command: str, capacity: dict, overload: dict, probe
     for status, row in probe["statuses"].items():
         lines.append(f"| {status} | {row['count']:,} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
     m = report["memory_mib"]
-    lines += ["", f"- memory of all Ray + HAProxy processes: {m['before']} MiB before, max {m['first_half_max']} MiB "
+    lines += ["", f"- memory of all Ray processes: {m['before']} MiB before, max {m['first_half_max']} MiB "
               f"in the first half, max {m['second_half_max']} MiB in the second half, {m['end']} MiB at the end",
               f"- capacity after (same measurement): {after['qps']:,.0f} QPS, p99 {after['p99_ms']:.2f} ms, "
               f"errors {after['errors']}"]

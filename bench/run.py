@@ -162,7 +162,7 @@ def measure_hops(model: str, seconds: float) -> list[dict]:
     return asyncio.run(run())
 
 
-def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: float = 1.0) -> str:
+def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: float = 1.0, grpc_port: int = 0) -> str:
     """An embedded Ray + Serve with a repository controller, as ``infergrid serve`` starts them."""
     from deployments.launch.cli import serve_environment
 
@@ -171,13 +171,14 @@ def start_serving(repository: Path, port: int, mode: str = "none", poll_secs: fl
     from ray import serve
 
     from deployments.control.client import start_controller
-    from deployments.launch.admission import runtime_env
+    from deployments.ingress.front_door import Listen
     from deployments.launch.cli import EMBEDDED_LOGICAL_CPUS
 
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS), include_dashboard=False,
-             log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env=runtime_env())
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    index = ray.get(start_controller(repository, mode, poll_secs).wait_started.remote())
+             log_to_driver=False, _node_ip_address="127.0.0.1")
+    serve.start(proxy_location="Disabled")
+    controller = start_controller(repository, mode, poll_secs, listen=Listen("127.0.0.1", port, grpc_port))
+    index = ray.get(controller.wait_started.remote())
     failed = {m: status.reason for m, status in index.items() if status.reason}
     if failed:
         raise SystemExit(f"models failed to load: {failed}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SERVER_APP", "ENDPOINT_DEPLOYMENT", "VERSION_DEPLOYMENT", "CONTROLLER_NAME", "CONTROLLER_NAMESPACE",
+__all__ = ["FRONT_DOOR_APP", "FRONT_DOOR_DEPLOYMENT", "ENDPOINT_DEPLOYMENT", "VERSION_DEPLOYMENT", "CONTROLLER_NAME", "CONTROLLER_NAMESPACE",
            "endpoint_app", "version_app", "parse_version_app", "model_route"]
 
-SERVER_APP = "infergrid:server"
-ENDPOINT_DEPLOYMENT = "endpoint"
+FRONT_DOOR_APP = "infergrid:frontdoor"  # every client connection, for every model
+FRONT_DOOR_DEPLOYMENT = "frontdoor"
+ENDPOINT_DEPLOYMENT = "endpoint"  # a composite's deployment (ensembles and pipelines)
 VERSION_DEPLOYMENT = "model"
 CONTROLLER_NAME = "infergrid-controller"
 CONTROLLER_NAMESPACE = "infergrid"
@@ -22,7 +23,7 @@ _VERSION_APP = re.compile(r"^(?P<model>[^:]+):v(?P<version>[0-9]+)(?:@(?P<tag>[0
 
 
 def endpoint_app(model: str) -> str:
-    """The application serving a model's HTTP API (its route is ``model_route``)."""
+    """The application of a composite (ensemble or pipeline): its replicas run the composite."""
     return model
 
 
@@ -40,5 +41,5 @@ def parse_version_app(name: str) -> tuple[str, int, str | None] | None:
 
 
 def model_route(model: str) -> str:
-    """The HTTP route prefix of a model's endpoint."""
+    """The HTTP path prefix of a model's API."""
     return f"/v2/models/{model}"

@@ -34,7 +34,7 @@ max_batch_size: 64
 # 16 standardised transaction features: amount, merchant risk, account age, hour, distance, ...
 input [ { name: "features" data_type: TYPE_FP32 dims: [ 16 ] } ]
 output [ { name: "fraud_probability" data_type: TYPE_FP32 dims: [ 1 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 2000 }
+dynamic_batching { }
 instance_group [ { count: 1 kind: KIND_AUTO } ]
 version_policy: { latest { num_versions: 1 } }
 """
@@ -46,7 +46,7 @@ max_batch_size: 32
 # 8 standardised applicant features: income, debts, history length, utilisation, ...
 input [ { name: "applicant" data_type: TYPE_FP32 dims: [ 8 ] } ]
 output [ { name: "credit_score" data_type: TYPE_FP32 dims: [ 1 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 2000 }
+dynamic_batching { }
 instance_group [ { count: 1 kind: KIND_AUTO } ]
 """
 
@@ -56,7 +56,7 @@ platform: "pytorch_libtorch"
 max_batch_size: 8
 input [ { name: "image" data_type: TYPE_FP32 dims: [ 3, 224, 224 ] } ]
 output [ { name: "logits" data_type: TYPE_FP32 dims: [ 1000 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 5000 }
+dynamic_batching { }
 instance_group [ { count: 1 kind: KIND_AUTO } ]
 parameters { key: "half" value: { string_value: "true" } }
 """

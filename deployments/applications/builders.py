@@ -1,10 +1,11 @@
 """The Serve applications infergrid runs: what each binds, with which options (no Serve calls here).
 
-Three kinds of application (names in ``deployments.names``):
+Three kinds of application (names in ``deployments.names``); none has a Serve HTTP route:
 
-* ``{model}:v{n}@{tag}`` one per served version: the ``model`` deployment, no HTTP route;
-* ``{model}``            one per model at ``/v2/models/{model}``: the ``endpoint`` deployment;
-* ``infergrid:server``   one at ``/``: server endpoints, the repository API, unknown and failed models.
+* ``{model}:v{n}@{tag}``   one per served version: the ``model`` deployment;
+* ``infergrid:frontdoor``  one: the ``frontdoor`` deployment, whose replicas listen for every client
+  (every model's API, the server endpoints, the repository API);
+* ``{composite}``          one per ensemble or pipeline (``deployments.applications.ensembles``).
 
 The repository controller (``deployments.control``) decides which to run and starts them through
 ``deployments.control.serve_calls``. The builders at the end are import paths for a Serve config
@@ -22,22 +23,23 @@ from ray.serve import Application
 
 from backends.model_config import ModelConfig
 from deployments.dataplane.model_version import ModelVersion
-from deployments.ingress.model_endpoint import ModelEndpoint
-from deployments.ingress.server import ServerIngress
-from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
-from deployments.protocol.limits import RequestLimits
+from deployments.dataplane.table import Route, ServedModel, route_for
+from deployments.ingress.front_door import FrontDoor, Listen
+from deployments.names import FRONT_DOOR_DEPLOYMENT, VERSION_DEPLOYMENT, endpoint_app, version_app
+from deployments.observability.hub import metrics_enabled
+from deployments.protocol.limits import limits_for
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.repository.status import ModelStatus, static_statuses
 
-__all__ = ["AppSpec", "version_application", "endpoint_application", "server_application", "gpu_available",
-           "http_admission", "pin_code_version", "build_version_app", "build_endpoint_app", "build_server_app",
-           "DEFAULT_REPLICA_CPUS", "ENDPOINT_CPUS", "SERVER_CPUS", "QUIET_LOGS"]
+__all__ = ["AppSpec", "version_application", "front_door_application", "served_model", "gpu_available",
+           "http_admission", "pin_code_version", "build_version_app", "build_front_door_app",
+           "DEFAULT_REPLICA_CPUS", "ENDPOINT_CPUS", "FRONT_DOOR_CPUS", "QUIET_LOGS"]
 
 logger = logging.getLogger("infergrid")
 
 DEFAULT_REPLICA_CPUS = 0.5
-ENDPOINT_CPUS = 0.1
-SERVER_CPUS = 0.05
+ENDPOINT_CPUS = 0.1  # a composite's replicas
+FRONT_DOOR_CPUS = 0.5
 # Serve writes an access-log line per request by default: ~5% of the endpoint's CPU at full load.
 QUIET_LOGS = {"enable_access_log": False}
 
@@ -105,32 +107,22 @@ def version_application(entry: ModelEntry, version: int, gpu_available: bool, ta
     return deployment.bind(entry.name, version, str(entry.versions[version]), config, threads)
 
 
-def endpoint_application(model: str, routes: list[dict], max_batch_size: int = 0, replicas: int = 1,
-                         controller: str | None = None, metrics: bool = True,
-                         limits: RequestLimits | None = None, auth: dict | None = None) -> Application:
-    """The application serving one model's HTTP API and batching its requests.
-
-    ``routes`` is the table to start with; with a ``controller`` the replicas follow its table.
-    ``metrics`` false: the model's requests are not counted (``parameters.metrics``); ``limits``:
-    its request size limits (``parameters.max_request_bytes`` ...), as the endpoint starts; ``auth``:
-    an ``AuthPolicy.to_dict()`` its replicas enforce (None: no API keys).
-    """
-    deployment = serve.deployment(ModelEndpoint, name=ENDPOINT_DEPLOYMENT).options(
-        num_replicas=replicas,
-        **http_admission(max(256, 4 * max_batch_size)),
-        ray_actor_options={"num_cpus": ENDPOINT_CPUS},
-        user_config={"routes": routes},
-        logging_config=QUIET_LOGS,
-    )
-    return pin_code_version(deployment, "endpoint").bind(model, controller, metrics, limits, auth)
+def served_model(entry: ModelEntry, app: str = "") -> ServedModel:
+    """How the front door answers for ``entry``: its limits and metrics switch; a composite by its ``app``."""
+    config = entry.config
+    assert config is not None
+    return ServedModel(entry.name, bool(config.composite), app, metrics_enabled(config), limits_for(config))
 
 
-def server_application(index: dict[str, ModelStatus], controller: str | None = None,
-                       auth: dict | None = None) -> Application:
-    """The ``/`` application: server endpoints, the repository API, unknown or failed models."""
-    deployment = serve.deployment(ServerIngress, name="server").options(
-        **http_admission(256), ray_actor_options={"num_cpus": SERVER_CPUS}, logging_config=QUIET_LOGS)
-    return deployment.bind(index, controller, auth)
+def front_door_application(listen: Listen, replicas: int = 1, controller: str | None = None,
+                           auth: dict | None = None, static: list[tuple[ServedModel, list[Route]]] | None = None,
+                           index: dict[str, ModelStatus] | None = None) -> Application:
+    """The front door: ``replicas`` listeners on ``listen`` (SO_REUSEPORT), following the controller
+    (or serving the fixed ``static`` models); ``auth`` an ``AuthPolicy.to_dict()`` (None: no keys)."""
+    deployment = serve.deployment(FrontDoor, name=FRONT_DOOR_DEPLOYMENT).options(
+        num_replicas=replicas, ray_actor_options={"num_cpus": FRONT_DOOR_CPUS}, logging_config=QUIET_LOGS,
+        max_ongoing_requests=1024, health_check_period_s=5)
+    return pin_code_version(deployment, "frontdoor").bind(listen, controller, auth, static, index)
 
 
 def gpu_available() -> bool:
@@ -150,13 +142,20 @@ def build_version_app(args: dict) -> Application:
     return version_application(entry, int(args["version"]), gpu_available())
 
 
-def build_endpoint_app(args: dict) -> Application:
-    """``import_path: deployments.applications.builders:build_endpoint_app``; args {model, routes, max_batch_size, replicas, auth}."""
-    return endpoint_application(args["model"], list(args["routes"]), int(args.get("max_batch_size", 0)),
-                                int(args.get("replicas", 1)), metrics=bool(args.get("metrics", True)),
-                                auth=args.get("auth"))
-
-
-def build_server_app(args: dict) -> Application:
-    """``import_path: deployments.applications.builders:build_server_app`` with args {repository, auth}: a fixed index."""
-    return server_application(static_statuses(scan_repository(Path(args["repository"]))), auth=args.get("auth"))
+def build_front_door_app(args: dict) -> Application:
+    """``import_path: deployments.applications.builders:build_front_door_app`` with args {repository, host,
+    port, replicas, auth}: the front door over what the repository holds now (no controller)."""
+    repository = Path(args["repository"])
+    snapshot = scan_repository(repository)
+    static = []
+    for name, entry in snapshot.models.items():
+        if entry.error or entry.config is None:
+            continue
+        if entry.config.composite:
+            static.append((served_model(entry, endpoint_app(name)), []))
+            continue
+        routes = [route_for(v, version_app(name, v), entry.config) for v in entry.served_versions]
+        static.append((served_model(entry), routes))
+    listen = Listen(str(args.get("host", "0.0.0.0")), int(args.get("port", 8000)))
+    return front_door_application(listen, int(args.get("replicas", 1)), auth=args.get("auth"), static=static,
+                                  index=static_statuses(snapshot))

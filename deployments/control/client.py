@@ -12,6 +12,7 @@ import ray
 from ray.actor import ActorHandle
 
 from deployments.control.controller import RepositoryController
+from deployments.ingress.front_door import Listen
 from deployments.names import CONTROLLER_NAME, CONTROLLER_NAMESPACE
 
 __all__ = ["start_controller", "get_controller", "stop_controller"]
@@ -21,15 +22,18 @@ CONTROLLER_CPUS = 0.05
 
 def start_controller(repository: Path, mode: str = "poll", poll_secs: float = 1.0,
                      load_models: list[str] | None = None, gpu: bool = False,
-                     auth: dict | None = None) -> ActorHandle:
+                     auth: dict | None = None, listen: Listen | None = None,
+                     front_door_replicas: int = 1) -> ActorHandle:
     """The running controller, or a new one for ``repository``; does not wait for the first load.
 
-    ``auth`` (an ``AuthPolicy.to_dict()``: key digests, never keys) goes to every HTTP replica it deploys.
+    ``auth`` (an ``AuthPolicy.to_dict()``: key digests, never keys) goes to the front door and every
+    composite; ``listen``: where the front door's replicas accept clients (default 127.0.0.1:8000).
     """
     actor = ray.remote(RepositoryController).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=CONTROLLER_CPUS, max_concurrency=1000)
-    return actor.remote(str(repository), mode, poll_secs, list(load_models or []), gpu, auth)
+    return actor.remote(str(repository), mode, poll_secs, list(load_models or []), gpu, auth, listen,
+                        front_door_replicas)
 
 
 def get_controller() -> ActorHandle:

@@ -29,14 +29,15 @@ from deployments.control.reconcile import Reconciler
 from deployments.control.serve_calls import ServeCalls
 from deployments.control.state import adopt
 from deployments.control.views import index_rows, model_statuses
-from deployments.dataplane.table import Route, Watcher
-from deployments.names import CONTROLLER_NAME, SERVER_APP, VERSION_DEPLOYMENT, parse_version_app
+from deployments.dataplane.table import Route, ServedModel, Watcher
+from deployments.ingress.front_door import Listen
+from deployments.names import CONTROLLER_NAME, FRONT_DOOR_APP, VERSION_DEPLOYMENT, endpoint_app, parse_version_app
 from deployments.observability.hub import report_forever
 from deployments.observability.logs import configure_logging
 from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
-from deployments.repository.scan import MODEL_NAME
+from deployments.repository.scan import MODEL_NAME, scan_model
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
 
@@ -51,7 +52,8 @@ class RepositoryController:
     """The controller actor's class (started by ``deployments.control.client.start_controller``)."""
 
     def __init__(self, repository: str, mode: str = "poll", poll_secs: float = 1.0,
-                 load_models: list[str] | None = None, gpu: bool = False, auth: dict | None = None) -> None:
+                 load_models: list[str] | None = None, gpu: bool = False, auth: dict | None = None,
+                 listen: Listen | None = None, front_door_replicas: int = 1) -> None:
         if mode not in MODES:
             raise ValueError(f"model control mode must be one of {MODES}, got {mode!r}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,6 +63,7 @@ class RepositoryController:
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])
         self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
+        self._listen, self._front_door_replicas = listen or Listen(), front_door_replicas
         self._serve = ServeCalls()
         self._tables = TablePublisher()
         # Only a poll watches files settle; in the other modes a person said "load it now".
@@ -71,6 +74,7 @@ class RepositoryController:
         self._dirty: set[str] = set()
         self._events = FileEvents.open() if mode == "poll" else None
         self._started = asyncio.Event()
+        self._adopted = asyncio.Event()
         self._start_error: str | None = None
         loop = asyncio.get_running_loop()
         self._main = loop.create_task(self._run())
@@ -80,11 +84,18 @@ class RepositoryController:
 
     async def _run(self) -> None:
         try:
-            await self._adopt_running()
+            try:
+                await self._adopt_running()
+            finally:
+                self._adopted.set()
             self._know_folders()
+            deploying = await self._start_front_door()  # first: models become reachable as they load
             # Adopted models are reconciled too: ones whose folder went away while this actor was down go.
             await asyncio.gather(*(self._models.reconcile_locked(name) for name in list(self._models.states)))
-            await self._ensure_server_app()
+            if deploying:
+                failures = await self._serve.wait_running([FRONT_DOOR_APP], 120)
+                if failures:
+                    raise RuntimeError(f"the front door failed to start: {failures[FRONT_DOOR_APP]}")
         except Exception as exc:  # noqa: BLE001 - reported to whoever waits for the start
             logger.exception("controller failed to start")
             self._start_error = f"{type(exc).__name__}: {exc}"
@@ -189,18 +200,21 @@ class RepositoryController:
         for name, state in adopt(running, endpoints).items():
             self._models.states[name] = state
             self._models.know(name, wanted=True)
+            entry = scan_model(self._root / name)  # the front door keeps answering for it meanwhile
+            if entry.config is not None:
+                self._tables.served.add(apps.served_model(entry, endpoint_app(name) if entry.config.composite else ""))
         if self._models.states:
             logger.info("controller adopted running models: %s",
                         {n: sorted(s.apps) for n, s in self._models.states.items()})
 
-    async def _ensure_server_app(self) -> None:
+    async def _start_front_door(self) -> bool:
+        """Deploy the front door unless it runs (it outlives a restart of this actor); True when deployed."""
         states = await self._serve.states()
-        if states.get(SERVER_APP, ("",))[0] != "RUNNING":
-            await self._serve.start(lambda: [apps.AppSpec(
-                SERVER_APP, apps.server_application({}, CONTROLLER_NAME, self._auth), "/")])
-            failures = await self._serve.wait_running([SERVER_APP], 120)
-            if failures:
-                raise RuntimeError(f"server application failed: {failures[SERVER_APP]}")
+        if states.get(FRONT_DOOR_APP, ("",))[0] == "RUNNING":
+            return False
+        await self._serve.start(lambda: [apps.AppSpec(FRONT_DOOR_APP, apps.front_door_application(
+            self._listen, self._front_door_replicas, CONTROLLER_NAME, self._auth), None)])
+        return True
 
     # --- what replicas and the server ingress ask -------------------------------------------
 
@@ -225,6 +239,14 @@ class RepositoryController:
         if state is not None and (state.endpoint or state.routes):
             return state.routes
         return () if self._started.is_set() else None
+
+    async def served_models(self, generation: str | None) -> tuple[str, dict[str, ServedModel]]:
+        """Long-poll of the front door: the models it answers for, once they differ from ``generation``.
+
+        Not before the adoption of running models: a restarted controller must not answer "none".
+        """
+        await self._adopted.wait()
+        return await self._tables.served.watch(generation)
 
     async def models(self) -> dict[str, ModelStatus]:
         """Every known model: its served versions (newest first), why not, whether it has an endpoint."""

@@ -29,10 +29,8 @@ from deployments.control.state import (
     ModelState,
     VersionApp,
 )
-from deployments.names import CONTROLLER_NAME, endpoint_app, model_route, version_app
-from deployments.observability.hub import metrics_enabled
+from deployments.names import CONTROLLER_NAME, endpoint_app, version_app
 from deployments.observability.metrics import Recorder
-from deployments.protocol.limits import limits_for
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
 from deployments.repository.watch import CompletionTracker, folder_state, load_identity
 from pipelines.spec import check_composite, composite_tag, composite_version, member_names
@@ -263,18 +261,11 @@ class Reconciler:
             self.states[name] = self.states[name].loaded(app.app, reason)
 
     async def _deploy_endpoint(self, name: str, snapshot: ModelSnapshot, routes: tuple, replicas: int) -> bool:
-        config = snapshot.config
-        assert config is not None
-        table = [r.to_dict() for r in routes]
-        self.states[name] = self.states[name].published(routes)
-        await self._serve.start(lambda: [apps.AppSpec(endpoint_app(name), apps.endpoint_application(
-            name, table, config.max_batch_size, replicas, CONTROLLER_NAME, metrics_enabled(config),
-            limits_for(config), self._auth), model_route(name))])
-        failures = await self._serve.wait_running([endpoint_app(name)])
-        if failures:
-            logger.error("model %s: endpoint failed: %s", name, failures[endpoint_app(name)])
-            return False
+        """Publish the first table of a model the front door does not answer for yet (or whose
+        request settings changed), then wait until every front-door replica routes by it."""
+        assert snapshot.entry is not None
         self.states[name] = self.states[name].published(routes, replicas)
+        self._tables.served.add(apps.served_model(snapshot.entry))
         self._tables.notify(name)
         await self._tables.await_acks(name, routes, self._serve.replicas)
         return True
@@ -285,7 +276,7 @@ class Reconciler:
         assert entry is not None and entry.config is not None and composite is not None
         logger.info("model %s: deploying %s over %s", name, entry.config.platform, ", ".join(composite.members))
         await self._serve.start(lambda: [apps.AppSpec(
-            endpoint_app(name), composite_application(entry, CONTROLLER_NAME, self._auth), model_route(name))])
+            endpoint_app(name), composite_application(entry, CONTROLLER_NAME, self._auth), None)])
         failures = await self._serve.wait_running([endpoint_app(name)])
         if failures:
             reason = f"{entry.config.platform} failed to start: {failures[endpoint_app(name)]}"
@@ -293,6 +284,7 @@ class Reconciler:
             self.states[name] = self.states[name].with_reason(reason)
             return False
         self.states[name] = self.states[name].composite_deployed(version, tag, replicas)
+        self._tables.served.add(apps.served_model(entry, endpoint_app(name)))
         self._tables.notify(name)
         return True
 
@@ -310,7 +302,8 @@ class Reconciler:
         state = self.states[name]
         self.states[name] = state.unrouted()
         self._tables.notify(name)
-        if state.endpoint:
+        self._tables.served.remove(name)
+        if state.endpoint and endpoint_app(name) in await self._serve.states():  # a composite's application
             await self._serve.delete(endpoint_app(name))
             await self._serve.wait_deleted([endpoint_app(name)])
         self._tables.forget(name)

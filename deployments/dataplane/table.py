@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 
 from backends.errors import ModelNotFound, ModelNotReady
 from backends.model_config import ModelConfig
+from deployments.protocol.limits import RequestLimits
 
-__all__ = ["Route", "Watcher", "routes_token", "route_for", "batch_settings", "select_version"]
+__all__ = ["Route", "ServedModel", "Watcher", "routes_token", "route_for", "batch_settings", "select_version"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Route:
     queue_delay_us: int = 0
     max_queue_rows: int = 0  # dynamic_batching.default_queue_policy.max_queue_size; 0: unbounded
     timeout_us: int = 0  # default_queue_policy.default_timeout_microseconds; 0: none
+    instances: int = 1  # the version's replicas (instance_group counts): batches in flight scale with them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,7 +41,19 @@ class Route:
     def from_dict(cls, data: dict) -> Route:
         return cls(int(data["version"]), str(data["app"]), int(data.get("batch_rows", 0)),
                    int(data.get("queue_delay_us", 0)), int(data.get("max_queue_rows", 0)),
-                   int(data.get("timeout_us", 0)))
+                   int(data.get("timeout_us", 0)), int(data.get("instances", 1)))
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model the front door answers for, and how: its own router over version applications
+    (``composite`` false), or forwarded to the application of an ensemble or pipeline (``app``)."""
+
+    name: str
+    composite: bool = False
+    app: str = ""
+    metrics: bool = True  # parameters.metrics: count its requests
+    limits: RequestLimits = RequestLimits()
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,8 @@ def route_for(version: int, app: str, config: ModelConfig) -> Route:
     rows, delay_us = batch_settings(config)
     batching = config.dynamic_batching
     max_queue = batching.max_queue_size if rows and batching else 0
-    return Route(version, app, rows, delay_us, max_queue, batching.default_timeout_microseconds if batching else 0)
+    return Route(version, app, rows, delay_us, max_queue, batching.default_timeout_microseconds if batching else 0,
+                 config.replica_count)
 
 
 def routes_token(routes: Sequence[Route]) -> str:

@@ -1,9 +1,11 @@
 """The deployment that serves an ensemble or pipeline as a model: ``/v2/models/{name}``.
 
 Its replicas hold a data plane over a ``CompositeModel`` and serve it through the same v2 HTTP
-transport as a model endpoint, plus a pipeline's plain JSON route. It is deployed as the
-``endpoint`` deployment of the model's application, so the server ingress, the repository index
-and the controller's restart adoption treat it as any model's endpoint.
+transport as a model (``V2HttpApi``), plus a pipeline's plain JSON route. The front door forwards
+the composite's requests here through a handle (``V2Deployment.http``); ``serve run`` of
+``deployments.applications.ensembles:standalone_app`` reaches it through Serve's own HTTP proxy
+(``__call__``). It is the ``endpoint`` deployment of the composite's application, which is how the
+controller's restart adoption recognises a running composite.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from backends.errors import InvalidRequest
 from backends.model_config import ModelConfig
 from deployments.composites.composite_model import CompositeModel
 from deployments.dataplane.auth import AuthPolicy
 from deployments.dataplane.plane import DataPlane
 from deployments.ingress.http import HttpReply, json_reply
-from deployments.ingress.v2_http import V2Deployment, V2HttpApi
+from deployments.ingress.v2_http import TIMEOUT_HEADER, V2Deployment, V2HttpApi
 from deployments.observability.hub import metrics_enabled, replica_recorder
-from deployments.observability.logs import configure_logging
+from deployments.observability.logs import REQUEST_ID_HEADER, configure_logging
 from deployments.protocol.limits import limits_for
+from deployments.protocol.v2 import HEADER_LENGTH
 
 __all__ = ["CompositeEndpoint"]
 
@@ -44,6 +50,14 @@ class CompositeEndpoint(V2Deployment):
         except ValueError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
         return json_reply(await self._composite.pipeline.handle_json(payload))
+
+    async def __call__(self, request: Request) -> Response:
+        """``serve run`` (no front door): the v2 API and plain JSON below Serve's route prefix."""
+        path = request.url.path[len(request.scope.get("root_path", "")):]
+        body = await request.body() if request.method == "POST" else b""
+        reply = await self._api.reply(request.method, path, request.headers.get(HEADER_LENGTH), body,
+                                      request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))
+        return reply.to_response()
 
     async def ready(self, version: int | None = None) -> bool:
         """Ready when every member can serve."""

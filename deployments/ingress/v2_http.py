@@ -13,15 +13,13 @@ import re
 from collections.abc import Awaitable, Callable
 
 import numpy as np
-from starlette.requests import Request
-from starlette.responses import Response
 
-from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound, PayloadTooLarge, ServingError
-from deployments.dataplane.plane import DataPlane
-from deployments.ingress.http import HttpReply, endpoint_group, error_reply, json_reply
+from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound, PayloadTooLarge
+from deployments.dataplane.plane import DataPlane, ModelDescription
+from deployments.ingress.http import HttpReply, error_reply, json_reply
 from deployments.names import model_route
-from deployments.observability.logs import CLIENT_ID, REQUEST_ID, REQUEST_ID_HEADER, new_request_id
-from deployments.protocol.v2 import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
+from deployments.observability.logs import CLIENT_ID, REQUEST_ID, new_request_id
+from deployments.protocol.v2 import decode_infer_request, encode_infer_response, model_metadata
 
 __all__ = ["V2HttpApi", "V2Deployment", "request_timeout_s", "TIMEOUT_HEADER"]
 
@@ -66,21 +64,6 @@ class V2HttpApi:
         self._model = plane.model
         self._plain_json = plain_json
 
-    async def handle(self, request: Request) -> Response:
-        """A request straight from HAProxy (Serve's direct ingress)."""
-        declared, path = request.headers.get("content-length", ""), request.url.path
-        try:  # before the body is read; the key first: HAProxy sends /v2/models/{model} here directly
-            self.plane.authorise(lambda: endpoint_group(path), request.headers.get("authorization"), path)
-            if declared.isdigit():
-                self.plane.check_declared_size(int(declared))
-        except ServingError as exc:
-            return error_reply(exc, self._model).to_response()
-        path = path[len(request.scope.get("root_path", "")):]
-        body = await request.body() if request.method == "POST" else b""
-        reply = await self.reply(request.method, path, request.headers.get(HEADER_LENGTH), body,
-                                 request.headers.get(REQUEST_ID_HEADER), request.headers.get(TIMEOUT_HEADER))
-        return reply.to_response()
-
     async def plain_json(self, body: bytes) -> HttpReply:
         """``POST /pipelines/{model}``: a pipeline's plain JSON route (404 for a model)."""
         try:
@@ -95,8 +78,8 @@ class V2HttpApi:
                     request_id: str | None = None, timeout_ms: str | None = None) -> HttpReply:
         """Answer one request (``path`` below the model's route), its request id in every log line.
 
-        The id is the request's ``X-Request-ID`` header, or the one Serve generated for it (Serve's
-        HTTP ingress also puts it on the response); a v2 body ``id`` is logged beside it.
+        The id is the request's ``X-Request-ID`` header, or the one the front door generated for it
+        (it also puts it on the response); a v2 body ``id`` is logged beside it.
         """
         token = REQUEST_ID.set(request_id or new_request_id())
         try:
@@ -153,24 +136,30 @@ class V2HttpApi:
 
 
 class V2Deployment:
-    """What every v2 deployment offers over its ``V2HttpApi`` (``self._api``, set by the subclass):
-    HTTP from HAProxy, the same HTTP through a handle, plain JSON, and numpy through a handle."""
+    """What a composite's deployment offers over its ``V2HttpApi`` (``self._api``, set by the
+    subclass) to the front door: HTTP, plain JSON and numpy, through a handle."""
 
     _api: V2HttpApi
 
-    async def __call__(self, request: Request) -> Response:
-        return await self._api.handle(request)
-
     async def http(self, method: str, path: str, header_length: str | None, body: bytes,
-                   request_id: str | None = None) -> HttpReply:
-        """The HTTP API through a handle: for requests the server ingress received because the
-        proxy did not route ``/v2/models/{model}`` here yet (a model loaded a moment ago)."""
-        return await self._api.reply(method, path, header_length, body, request_id)
+                   request_id: str | None = None, timeout_ms: str | None = None) -> HttpReply:
+        """The HTTP API through a handle: the front door forwards a composite's requests here."""
+        return await self._api.reply(method, path, header_length, body, request_id, timeout_ms)
 
     async def plain_json(self, body: bytes) -> HttpReply:
-        """``POST /pipelines/{model}`` through a handle (the server ingress owns that path)."""
+        """``POST /pipelines/{model}`` through a handle (from the front door)."""
         return await self._api.plain_json(body)
 
     async def infer(self, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
         """Python entry point (through a DeploymentHandle): named numpy inputs -> named outputs."""
         return (await self._api.plane.infer(inputs, version)).outputs
+
+    async def infer_versioned(self, inputs: dict[str, np.ndarray], version: str | None = None,
+                              timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """(version that answered, outputs): for transports that report the version (gRPC)."""
+        outcome = await self._api.plane.infer(inputs, version, timeout_s)
+        return outcome.version, outcome.outputs
+
+    async def describe(self, version: int | None = None) -> ModelDescription:
+        """The composite's metadata (gRPC ``ModelMetadata``)."""
+        return await self._api.plane.describe(version)

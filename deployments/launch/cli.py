@@ -1,6 +1,6 @@
 """``infergrid``: serve a model repository, manage what it serves, or write a Serve config.
 
-    infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000]
+    infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000] [--grpc-port 8001] [--front-door-replicas 1]
                      [--model-control-mode poll|none|explicit] [--repository-poll-secs 1]
                      [--load-model NAME ...]
                      [--api-keys FILE] [--open-endpoints health,metrics,docs] [--allow-unauthenticated]
@@ -8,12 +8,12 @@
     infergrid config --repository DIR [-o serve_config.yaml] [--api-keys FILE] ...
 
 API keys (``--api-keys FILE``, else the ``INFERGRID_API_KEYS`` variable holding the same JSON object
-``{"key": "inference" | "management"}``) are enforced by every HTTP replica (``deployments.dataplane.auth``).
+``{"key": "inference" | "management"}``) are enforced by every front-door replica (``deployments.dataplane.auth``).
 Binding anything but a loopback address with no keys is refused unless ``--allow-unauthenticated``.
 
-``serve`` starts an embedded local Ray unless RAY_ADDRESS names a cluster to join. Ray Serve's
-HAProxy ingress and throughput-optimised settings are switched on (unless already set) before
-Ray starts: the default Python proxy caps a node at a few hundred requests per second.
+``serve`` starts an embedded local Ray unless RAY_ADDRESS names a cluster to join. Clients connect
+to the front door's replicas (``deployments.ingress.front_door``), not to Serve's proxy, which is
+off; Serve's throughput-optimised settings are switched on (unless already set) before Ray starts.
 """
 
 from __future__ import annotations
@@ -32,22 +32,16 @@ from deployments.settings import API_KEYS_ENV, INFLIGHT_ENV, Settings
 __all__ = ["main", "serve_environment", "is_loopback", "auth_policy", "bind_refusal"]
 
 PERFORMANCE_ENV = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     # Ray starts workers at nice 15 by default; serving replicas must not yield the CPU to everything else.
     "RAY_worker_niceness": "0",
-    # Batches travel endpoint -> model over gRPC; its 4 MiB default is under 8 ResNet-50 images.
+    # Batches travel front door -> model over gRPC; its 4 MiB default is under 8 ResNet-50 images.
     "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(1 << 30),
     # Every Serve application's first deployment counts as an ingress, so a swapped-out version's
-    # replica would hold its CPUs, memory and GPU for Serve's 30 s load-balancer drain; HAProxy
-    # drops a removed replica within a second of its reload.
+    # replica would hold its CPUs, memory and GPU for Serve's 30 s drain; the front door stops
+    # routing to it before it is deleted (acked routing tables), so 5 s is plenty.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
-    # Serve's HTTP-ingress metrics under HAProxy come from one log line per request, parsed in Python
-    # by the HAProxy manager actor: under 4x overload that parsing cost 60% of the requests served
-    # (bench/results/overload*.md). Per-model metrics are infergrid's own (/metrics); HAProxy's
-    # exporter (RAY_SERVE_HAPROXY_METRICS_PORT) still counts every answer, its 503s included.
-    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
 
 
@@ -60,11 +54,9 @@ def serve_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-def _start_ray(host: str, port: int, settings: Settings) -> tuple[bool, str | None]:
+def _start_ray(settings: Settings) -> tuple[bool, str | None]:
     import ray
     from ray import serve
-
-    from deployments.launch.admission import runtime_env
 
     embedded = settings.ray_address is None
     if embedded:
@@ -72,10 +64,10 @@ def _start_ray(host: str, port: int, settings: Settings) -> tuple[bool, str | No
         # would otherwise wait forever for CPUs it does not really need. Threads are set per replica.
         context = ray.init(address="local", num_cpus=max(os.cpu_count() or 1, EMBEDDED_LOGICAL_CPUS),
                            include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False,
-                           _node_ip_address="127.0.0.1", runtime_env=runtime_env())
-    else:  # the rule reaches HAProxy only if this call starts Serve (a running Serve keeps its own)
-        context = ray.init(address=settings.ray_address, log_to_driver=False, runtime_env=runtime_env())
-    serve.start(http_options={"host": host, "port": port})
+                           _node_ip_address="127.0.0.1")
+    else:
+        context = ray.init(address=settings.ray_address, log_to_driver=False)
+    serve.start(proxy_location="Disabled")  # the front door's replicas listen themselves
     dashboard = getattr(context, "dashboard_url", None)
     return embedded, (f"http://{dashboard}" if dashboard and not dashboard.startswith("http") else dashboard)
 
@@ -152,6 +144,8 @@ def _print_serving(args: argparse.Namespace, repository: Path, models: dict, das
     print(f"  pipelines        {base}/pipelines/<name>   (plain JSON into a Python pipeline, e.g. loan_decision)")
     print(f"  health           {base}/v2/health/ready")
     print(f"  repository       {base}/v2/repository/index")
+    grpc = f"{args.host}:{args.grpc_port} (KServe v2, tritonclient.grpc)" if args.grpc_port else "off"
+    print(f"  gRPC             {grpc}")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
     if policy.enabled:
         roles = sorted(set(policy.digests.values()))
@@ -159,7 +153,8 @@ def _print_serving(args: argparse.Namespace, repository: Path, models: dict, das
               f"{', '.join(policy.open_groups) or 'nothing'}")
     else:
         print("  API keys         none: every endpoint is open to whoever reaches this address")
-    bound = f"{per_replica} requests in flight per replica, then 503 from HAProxy" if per_replica else "no bound"
+    bound = (f"{per_replica} requests of a model in flight per front-door replica, then 503"
+             if per_replica else "no bound")
     print(f"  admission        {bound} ({INFLIGHT_ENV})")
     print("READY (Ctrl-C to stop)", flush=True)
 
@@ -187,10 +182,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if refusal:
         return _refuse(refusal)
     from backends.errors import ConfigError
-    from deployments.launch.admission import inflight_per_replica
 
     try:
-        per_replica = inflight_per_replica(args.settings)
+        per_replica = args.settings.checked().inflight_per_model
     except ConfigError as exc:
         return _refuse(str(exc))
     serve_environment()
@@ -198,10 +192,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from deployments.applications.builders import gpu_available
     from deployments.control.client import start_controller
+    from deployments.ingress.front_door import Listen
 
-    embedded, dashboard = _start_ray(args.host, args.port, args.settings)
+    embedded, dashboard = _start_ray(args.settings)
     controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
-                                  args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None)
+                                  args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
+                                  Listen(args.host, args.port, args.grpc_port), args.front_door_replicas)
     running = ray.get(controller.describe.remote())
     if (running.repository, running.mode) != (str(repository), args.model_control_mode):
         print(f"infergrid: this cluster already runs a controller for {running.repository} "
@@ -280,7 +276,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"infergrid: {refusal}", file=sys.stderr)
         return 2
     config = repository_serve_config(Path(args.repository).resolve(), args.host, args.port,
-                                     policy.to_dict() if policy.enabled else None)
+                                     policy.to_dict() if policy.enabled else None, args.front_door_replicas)
     text = yaml.safe_dump(config, sort_keys=False)
     if args.output:
         Path(args.output).write_text(text)
@@ -300,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--repository", required=True, help="model repository folder")
         p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+        p.add_argument("--front-door-replicas", type=int, default=1, metavar="N",
+                       help="front-door replicas, sharing the port with SO_REUSEPORT (default 1)")
         p.set_defaults(func=func)
         p.add_argument("--api-keys", metavar="FILE",
                        help='JSON object mapping each API key to its role, "inference" or "management" '
@@ -312,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "config":
             p.add_argument("-o", "--output", help="write here instead of stdout")
         else:
+            p.add_argument("--grpc-port", type=int, default=8001,
+                           help="KServe v2 gRPC port (tritonclient.grpc; default 8001, 0: off)")
             p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",
                            help="poll: follow the repository (default); none: load at start only; "
                                 "explicit: only the load/unload API changes what is served")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from backends.dtypes import V2_DATATYPES, numpy_to_v2
 from backends.errors import InputMismatch, InvalidRequest
@@ -52,11 +53,15 @@ def _parse_header(body: bytes, header_length: int | None, limits: RequestLimits)
         header_bytes, rest = view[:header_length], view[header_length:]
     else:
         header_bytes, rest = view, view[len(view):]
-    check_json_depth(bytes(header_bytes), limits)
+    raw = bytes(header_bytes)
+    check_json_depth(raw, limits)
     try:
-        header = json.loads(bytes(header_bytes))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # orjson refuses NaN and Infinity, which Python's json (and its clients) write
+            header = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise InvalidRequest("request body must be a JSON object with an 'inputs' list")
     return header, rest

@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,12 +29,9 @@ def free_port() -> int:
 POLL_SECS = 0.5
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 serve_environment()  # before ray.serve is imported anywhere: Serve reads these at import
-# HAProxy's stats and Prometheus ports default to 8404 and 9101: never collide with anything running.
-os.environ.setdefault("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
-os.environ.setdefault("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-# HAProxy's admission bound (deployments.launch.admission), lower than its default so a test can reach it;
-# above every test's concurrency (32 at most) elsewhere.
-os.environ.setdefault("INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA", "48")
+# The front door's in-flight bound per model, lower than its default so a test can reach it; above
+# every test's concurrency (32 at most) elsewhere.
+os.environ.setdefault("INFERGRID_INFLIGHT_PER_MODEL", "48")
 
 import ray  # noqa: E402
 import requests  # noqa: E402
@@ -86,15 +82,14 @@ def test_repository(example_repository: Path, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """A local Ray with Serve's HAProxy ingress on a free port; yields the base URL.
+    """A local Ray with Serve (its own HTTP proxy on a free port, for ``serve run`` style tests;
+    infergrid's front door listens elsewhere); yields the proxy's base URL.
 
     Eight logical CPUs on a 2-core machine: the replicas reserve fractions of a CPU and mostly idle.
     """
     port = free_port()
-    from deployments.launch.admission import runtime_env
-
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", runtime_env=runtime_env())
+             _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     ray.shutdown()
@@ -107,13 +102,17 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
     Hot-swap tests add and remove model folders in this repository while it is served.
     """
     from deployments.control.client import start_controller
+    from deployments.ingress.front_door import Listen
 
-    controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS)
+    port, grpc_port = free_port(), free_port()
+    controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS,
+                                  listen=Listen("127.0.0.1", port, grpc_port))
     index = ray.get(controller.wait_started.remote(), timeout=300)
     failed = {name for name, status in index.items() if status.reason}
     assert failed == {"broken", "corrupt"}, {name: index[name].reason for name in failed}
     assert all(status.endpoint for name, status in index.items() if name not in failed), index
-    return {"url": ray_cluster, "index": index, "repository": test_repository, "controller": controller}
+    return {"url": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}", "serve_url": ray_cluster, "index": index,
+            "repository": test_repository, "controller": controller}
 
 
 @pytest.fixture(scope="session")
@@ -149,9 +148,6 @@ def new_model(served: dict) -> Iterator[Callable[..., Path]]:
         created.append(model_dir)
         wait_for(lambda: requests.post(f"{url}/v2/models/{name}/infer", json=BODY, timeout=30).status_code == 200,
                  60, f"model {name} to serve")
-        # A new route makes Serve reload HAProxy, which can drop connections opened during the reload
-        # (Ray 2.60; version swaps never change routes). Let it finish before the steady load starts.
-        time.sleep(2)
         return model_dir
 
     yield add

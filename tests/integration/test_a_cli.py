@@ -2,9 +2,8 @@
 mode, driven by ``infergrid models list|load|unload``: only the API changes what is served. It runs
 with API keys (``--api-keys``): every route is checked for 401/403, the keys never reach a log.
 
-Named to run first, before the session's shared cluster starts: two Serve clusters on one host can
-cross-wire (a request to this cluster's port answered by the other's server app), even with separate
-replica port ranges and HAProxy files below.
+Named to run first, before the session's shared cluster starts (two embedded Rays on one host at
+once would share Ray's default ports and folders).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -74,44 +72,18 @@ def own_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def check_side_ports_stay_local(metrics_port: int, stats_port: int) -> None:
-    """HAProxy's exporter and stats page answer on the serving host (127.0.0.1), not on the network."""
-    assert "haproxy_backend_http_responses_total" in requests.get(f"http://127.0.0.1:{metrics_port}/metrics",
-                                                                  timeout=10).text
-    assert requests.get(f"http://127.0.0.1:{stats_port}/stats", timeout=10).status_code == 200
-    outside = own_address()
-    if outside is None:
-        return
-    for port in (metrics_port, stats_port):
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://{outside}:{port}/", timeout=5)
-
-
 def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # The session's cluster already runs an HAProxy: this second one needs its own side ports, and its
-    # replicas their own port range (Serve binds them with SO_REUSEPORT: two clusters on one range
-    # would share each other's connections).
-    env.update(RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),
-               RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT="31000", RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT="32000",
-               RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT="41000", RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT="42000")
-    # ... and its own HAProxy files: the server-state file (default /tmp/haproxy-serve/server-state) is
-    # loaded at every reload, and another cluster's backends of the same name would take its addresses.
-    haproxy = Path(tempfile.mkdtemp(prefix="igh-"))  # short: Unix socket paths are limited to 108 bytes
-    env.update(RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(haproxy),
-               RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(haproxy / "server-state"),
-               RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(haproxy / "haproxy.cfg"),
-               RAY_SERVE_HAPROXY_SOCKET_PATH=str(haproxy / "admin.sock"),
-               RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(haproxy / "metrics.sock"))
     log = tmp_path / "serve.log"
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({INFERENCE_KEY: "inference", MANAGEMENT_KEY: "management"}))
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "deployments.launch.cli", "serve", "--repository", str(explicit_repository),
-             "--port", str(port), "--model-control-mode", "explicit", "--load-model", "fraud",
+             "--port", str(port), "--grpc-port", str(free_port()), "--model-control-mode", "explicit",
+             "--load-model", "fraud",
              "--api-keys", str(keys)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
@@ -127,8 +99,6 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
         assert infer(url, "fraud").json()["model_version"] == "1"
         assert infer(url, "spare").status_code == 503
         check_api_keys(url)
-        check_side_ports_stay_local(int(env["RAY_SERVE_HAPROXY_METRICS_PORT"]),
-                                    int(env["RAY_SERVE_HAPROXY_STATS_PORT"]))
 
         # A new version on disk changes nothing until the API says so.
         from build_repository import build_fraud
@@ -185,11 +155,8 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
 
 
 def check_api_keys(url: str) -> None:
-    """401 without or with an unknown key, 403 for the wrong role, open health/metrics/docs.
-
-    ``/v2/models/fraud/...`` is answered by the model's endpoint replica (HAProxy sends it there
-    directly), the rest by the server ingress: both enforce the keys.
-    """
+    """401 without or with an unknown key, 403 for the wrong role, open health/metrics/docs: the front
+    door checks the key before it reads a body, for model and server paths alike."""
     for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"Authorization": INFERENCE_KEY}):
         refused = infer(url, "fraud", headers=headers)
         assert refused.status_code == 401, refused.text
@@ -218,3 +185,67 @@ def ray_session_logs() -> str:
         if path.is_file() and path.stat().st_size < 20_000_000:
             text.append(path.read_text(errors="replace"))
     return "\n".join(text)
+
+
+def session_processes(session: int) -> list[str]:
+    """Every process still in the session ``infergrid serve`` was started in (Ray's too), but zombies."""
+    listing = subprocess.run(["ps", "-eo", "pid=,sid=,stat=,args="], capture_output=True, text=True, check=True)
+    rows = [line.split(None, 3) for line in listing.stdout.splitlines()]
+    return [" ".join(row) for row in rows if len(row) >= 3 and row[1] == str(session) and not row[2].startswith("Z")]
+
+
+def start_server(repository: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "deployments.launch.cli", "serve", "--repository",
+                                    str(repository), "--port", str(port), "--grpc-port", "0"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 400
+    while "READY" not in log.read_text():
+        assert process.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(1)
+    return process
+
+
+def stop_server(process: subprocess.Popen, port: int, log: Path) -> None:
+    """SIGTERM: the server exits 0, nothing of it is left, and the port is free again."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
+    deadline = time.monotonic() + 30
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not session_processes(process.pid), session_processes(process.pid)
+    with socket.socket() as probe:  # nothing listens any more ...
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    with socket.socket() as rebind:  # ... and the port can be bound again at once
+        rebind.bind(("127.0.0.1", port))
+
+
+def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Path, tmp_path: Path) -> None:
+    """One front door for 24 models; SIGTERM leaves no process behind, and a new server starts on
+    the same port (a leftover listener used to make the next start fail: "cannot bind socket")."""
+    from build_repository import FRAUD_CONFIG
+
+    root = tmp_path / "many"
+    for i in range(24):
+        name = f"fraud{i:02d}"
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(FRAUD_CONFIG.replace('name: "fraud"', f'name: "{name}"'))
+        shutil.copy(example_repository / "fraud" / "1" / "model.onnx", root / name / "1" / "model.onnx")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(root, port, tmp_path / "first.log")
+    try:
+        assert requests.get(f"{url}/v2/health/ready", timeout=60).status_code == 200
+        for name in ("fraud00", "fraud23"):
+            assert infer(url, name, headers={}).json()["model_name"] == name
+        stop_server(process, port, tmp_path / "first.log")
+        again = tmp_path / "again"  # one model is enough to show the port serves again
+        shutil.copytree(root / "fraud07", again / "fraud07")
+        process = start_server(again, port, tmp_path / "second.log")
+        assert infer(url, "fraud07", headers={}).status_code == 200
+        stop_server(process, port, tmp_path / "second.log")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)

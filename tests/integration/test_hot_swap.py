@@ -106,7 +106,7 @@ def test_corrupt_version_never_serves_and_is_retried_when_fixed(url: str, new_mo
 
 
 def test_config_changes_apply_in_place_or_swap(url: str, new_model: Callable[..., Path], served: dict) -> None:
-    no_batching = config_for("tune").replace("dynamic_batching { max_queue_delay_microseconds: 2000 }", "")
+    no_batching = config_for("tune").replace("dynamic_batching { }", "")
     model_dir = new_model("tune", seed=300, config=no_batching)
     expected = {1: output_of(model_dir / "1")}
     [app] = version_apps("tune")
@@ -125,8 +125,8 @@ def test_config_changes_apply_in_place_or_swap(url: str, new_model: Callable[...
     try:
         wait_for(lambda: max_batch() > 0, 10, "the first batches in the statistics")
         assert max_batch() == 1, "without dynamic_batching every request runs alone"
-        (model_dir / "config.pbtxt").write_text(config_for("tune", **{"max_queue_delay_microseconds: 2000":
-                                                                      "max_queue_delay_microseconds: 20000"}))
+        (model_dir / "config.pbtxt").write_text(config_for("tune", **{"dynamic_batching { }":
+                                                                      "dynamic_batching { max_queue_delay_microseconds: 20000 }"}))
         wait_for(lambda: max_batch() > 1, 30, "batches of more than one row after enabling batching")
         (model_dir / "config.pbtxt").write_text(config_for("tune", **{"count: 1": "count: 2"}))
         wait_for(lambda: len(replica_actors()) == 2, 60, "a second replica")

@@ -50,8 +50,8 @@ def test_a_model_sets_its_own_body_limit(url: str, new_model: Callable[..., Path
 
 
 def test_a_full_queue_answers_503_with_retry_after_at_once(url: str, new_model: Callable[..., Path]) -> None:
-    slow_queue = config_for("bounded", **{"max_queue_delay_microseconds: 2000":
-                                          "max_queue_delay_microseconds: 400000 "
+    slow_queue = config_for("bounded", **{"dynamic_batching { ":
+                                          "dynamic_batching { max_queue_delay_microseconds: 400000 "
                                           "default_queue_policy { max_queue_size: 4 }"})
     new_model("bounded", seed=62, config=slow_queue)
     time.sleep(0.5)
@@ -73,12 +73,12 @@ def test_a_full_queue_answers_503_with_retry_after_at_once(url: str, new_model: 
 
 
 def test_requests_time_out_with_504_and_leave_the_queue(url: str, new_model: Callable[..., Path]) -> None:
-    slow = {"max_queue_delay_microseconds: 2000": "max_queue_delay_microseconds: 600000"}
+    slow = {"dynamic_batching { ": "dynamic_batching { max_queue_delay_microseconds: 600000"}
     model_dir = new_model("timed", seed=63, config=config_for("timed", **slow))
     # The queue policy is part of dynamic_batching, so it changes in place (no reload).
     policy = "max_queue_delay_microseconds: 600000 default_queue_policy { max_queue_size: 2 " \
              "default_timeout_microseconds: 150000 }"
-    (model_dir / "config.pbtxt").write_text(config_for("timed", **{"max_queue_delay_microseconds: 2000": policy}))
+    (model_dir / "config.pbtxt").write_text(config_for("timed", **{"dynamic_batching { ": "dynamic_batching { " + policy}))
     body = json.dumps(BODY).encode()
     wait_for(lambda: post(url, "timed", body).status_code == 504, 30, "the timeout to apply")
     for _ in range(4):  # more timed-out rows than the queue holds: each must leave the queue
@@ -96,12 +96,12 @@ def test_requests_time_out_with_504_and_leave_the_queue(url: str, new_model: Cal
     assert bad.status_code == 400 and "X-Request-Timeout-Ms" in bad.json()["error"]
 
 
-def test_past_the_inflight_bound_haproxy_refuses_at_once(url: str, new_model: Callable[..., Path]) -> None:
-    """More concurrent requests than ``INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA`` (48 in this session)
-    for one endpoint replica: HAProxy answers the excess 503 + Retry-After itself, in JSON naming the
-    setting, while the admitted ones wait out their 0.5 s batch window and succeed."""
-    per_replica = int(os.environ["INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA"])  # set by conftest
-    held = config_for("admitted", **{"max_queue_delay_microseconds: 2000": "max_queue_delay_microseconds: 500000"})
+def test_past_the_inflight_bound_the_front_door_refuses_at_once(url: str, new_model: Callable[..., Path]) -> None:
+    """More concurrent requests for one model than ``INFERGRID_INFLIGHT_PER_MODEL`` (48 in this
+    session) in one front-door replica: the excess gets 503 + Retry-After at once, unread, in JSON
+    naming the setting, while the admitted ones wait out their 0.5 s batch window and succeed."""
+    per_replica = int(os.environ["INFERGRID_INFLIGHT_PER_MODEL"])  # set by conftest
+    held = config_for("admitted", **{"dynamic_batching { ": "dynamic_batching { max_queue_delay_microseconds: 500000"})
     new_model("admitted", seed=64, config=held)
     clients = per_replica + 16
     barrier = threading.Barrier(clients)
@@ -122,6 +122,6 @@ def test_past_the_inflight_bound_haproxy_refuses_at_once(url: str, new_model: Ca
     assert len(ok) + len(refused) == clients, [a[:2] for a in answers]
     assert refused and len(ok) <= per_replica, (len(ok), len(refused))
     for _, seconds, retry, text in refused:
-        assert retry == "1" and "INFERGRID_HAPROXY_INFLIGHT_PER_REPLICA" in json.loads(text)["error"]
+        assert retry == "1" and "INFERGRID_INFLIGHT_PER_MODEL" in json.loads(text)["error"]
         assert seconds < 0.3, refused  # refused at once, not after the 0.5 s batch window
     assert post(url, "admitted", json.dumps(BODY).encode()).status_code == 200

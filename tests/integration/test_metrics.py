@@ -96,8 +96,8 @@ def test_counts_equal_what_was_sent_and_statistics_agree(url: str, new_model: Ca
 
 
 def test_batch_size_histogram_shows_batches_under_concurrency(url: str, new_model: Callable[..., Path]) -> None:
-    new_model("busy", seed=52, config=config_for("busy", **{"max_queue_delay_microseconds: 2000":
-                                                            "max_queue_delay_microseconds: 20000"}))
+    new_model("busy", seed=52, config=config_for("busy", **{"dynamic_batching { ":
+                                                            "dynamic_batching { max_queue_delay_microseconds: 20000"}))
     with ThreadPoolExecutor(24) as pool:
         statuses = list(pool.map(lambda _: post(url, "busy", BODY).status_code, range(240)))
     assert statuses == [200] * 240
@@ -113,26 +113,6 @@ def test_batch_size_histogram_shows_batches_under_concurrency(url: str, new_mode
     assert batches - alone > 0, "no batch of more than one row"
     assert value(after, "infergrid_batch_size_sum", **mv) == value(after, "nv_inference_count", **mv)
     assert batches == value(after, "nv_inference_exec_count", **mv) < 240
-
-
-def test_counts_from_two_endpoint_replicas_add_up(url: str, new_model: Callable[..., Path]) -> None:
-    config = config_for("twin") + 'parameters { key: "endpoint_replicas" value: { string_value: "2" } }\n'
-    new_model("twin", seed=53, config=config)
-    time.sleep(1.5)
-    hub = ray.get_actor("infergrid-metrics", namespace="infergrid")
-    before = ray.get(hub.per_replica.remote("nv_inference_request_success", ["twin", "1"]))
-    with ThreadPoolExecutor(8) as pool:  # a new connection per request: the proxy spreads them
-        statuses = list(pool.map(lambda _: post(url, "twin", BODY).status_code, range(80)))
-    assert statuses == [200] * 80
-
-    def both() -> dict | None:
-        now = ray.get(hub.per_replica.remote("nv_inference_request_success", ["twin", "1"]))
-        grown = {r: v - before.get(r, 0) for r, v in now.items()}
-        return grown if sum(grown.values()) == 80 else None
-
-    grown = wait_for(both, 15, "both replicas' reports")
-    assert len([r for r, v in grown.items() if v > 0]) == 2, grown  # each replica answered some
-    assert value(scrape(url), "nv_inference_request_success", model="twin", version="1") >= 80
 
 
 def test_a_model_can_turn_metrics_off(url: str, new_model: Callable[..., Path]) -> None:
@@ -179,6 +159,6 @@ def test_request_ids_are_echoed_and_in_the_json_logs(url: str) -> None:
         return find
 
     record = wait_for(logged("req-from-header-1"), 10, "the refused request's log line")
-    assert record["level"] == "INFO" and "features" in record["message"] and record["component"] == "endpoint-fraud"
+    assert record["level"] == "INFO" and "features" in record["message"] and record["component"] == "frontdoor"
     record = wait_for(logged("req-with-body-id"), 10, "the second refused request's log line")
     assert record["id"] == "id-in-the-body-1"

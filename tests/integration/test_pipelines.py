@@ -281,7 +281,7 @@ def test_ensemble_latency_is_its_slowest_member_not_the_sum(url: str, new_model:
     request waits the whole max_queue_delay), with no CPU spent, so timings hold on a busy machine."""
     from repository_helpers import config_for
 
-    slow = {"max_queue_delay_microseconds: 2000": "max_queue_delay_microseconds: 600000"}
+    slow = {"dynamic_batching { ": "dynamic_batching { max_queue_delay_microseconds: 600000"}
     new_model("slow_a", seed=21, config=config_for("slow_a", **slow))
     new_model("slow_b", seed=22, config=config_for("slow_b", **slow))
     new_composite("slow_pair", ensemble_config(
@@ -354,8 +354,8 @@ def test_pipeline_runs_alone_with_serve_run(url: str, served: dict) -> None:
         expected = by_hand(url, APPLICATIONS)
 
         def answer() -> requests.Response | None:
-            try:  # the new route may not be in the proxy yet
-                response = requests.post(f"{url}/loan-alone", json={"applications": APPLICATIONS}, timeout=60)
+            try:  # Serve's own proxy (serve run); the new route may not be in it yet
+                response = requests.post(f"{served['serve_url']}/loan-alone", json={"applications": APPLICATIONS}, timeout=60)
             except requests.RequestException:
                 return None
             return response if response.status_code == 200 else None

@@ -74,7 +74,7 @@ def post_fraud(url: str, rows: np.ndarray) -> np.ndarray:
 async def endpoint_stats() -> dict:
     from ray import serve
 
-    return await serve.get_app_handle("fraud").stats.remote()
+    return (await serve.get_app_handle("infergrid:frontdoor").stats.remote())["fraud"]
 
 
 def test_concurrent_requests_form_batches(url: str, served: dict, run_async) -> None:

@@ -100,8 +100,7 @@ def test_everything_serves_again_after_replica_ingress_and_controller_are_killed
     version_app = next(name for name in served_apps() if name.startswith("chaos:v1"))
     kills = [
         ("model replica", lambda: kill_replica(version_app, "model"), ("infer",)),
-        ("model ingress (endpoint replica)", lambda: kill_replica("chaos", "endpoint"), ("infer",)),
-        ("server ingress", lambda: kill_replica("infergrid:server", "server"), ("index",)),
+        ("front door", lambda: kill_replica("infergrid:frontdoor", "frontdoor"), ("infer", "index")),
         ("controller", lambda: ray.kill(get_controller(), no_restart=False), ("index",)),
     ]
     recovery_s = {}
@@ -128,7 +127,7 @@ def test_everything_serves_again_after_replica_ingress_and_controller_are_killed
     assert not [e for e in load.errors.get("infer 500", ()) if "ActorDied" in e or "ActorError" in e], report
     # Afterwards: the killed parts are back, and everything answers.
     assert ray.get(get_controller().describe.remote(), timeout=60).mode == "poll"
-    assert replica_actors(version_app, "model") and replica_actors("chaos", "endpoint")
+    assert replica_actors(version_app, "model") and replica_actors("infergrid:frontdoor", "frontdoor")
     for model in ("chaos", "fraud"):
         wait_for(lambda m=model: requests.post(f"{url}/v2/models/{m}/infer", json=BODY, timeout=30).status_code == 200,
                  60, f"{model} to serve")

@@ -143,5 +143,7 @@ def test_config_file_holds_digests(tmp_path: Path, example_repository: Path, mon
     assert "k-123" not in text and POLICY.to_dict()["digests"].popitem()[0] in text
     import yaml
 
-    http_apps = [a for a in yaml.safe_load(text)["applications"] if a["route_prefix"]]
-    assert http_apps and all(a["args"]["auth"] == POLICY.to_dict() for a in http_apps)
+    # The front door (every client connection) and the composites (forwarded to) hold the digests.
+    guarded = [a for a in yaml.safe_load(text)["applications"] if ":v" not in a["name"]]
+    assert any(a["name"] == "infergrid:frontdoor" for a in guarded)
+    assert guarded and all(a["args"]["auth"] == POLICY.to_dict() for a in guarded)

@@ -19,7 +19,7 @@ def test_cluster_yaml_is_valid_for_ray_up() -> None:
     setup = " ".join(config["setup_commands"])
     assert "make install" in setup
     starts = " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
-    assert starts.count("RAY_SERVE_ENABLE_HA_PROXY=1") == 2
+    assert starts.count("RAY_SERVE_THROUGHPUT_OPTIMIZED=1") == 2
 
 
 def test_example_serve_config_is_what_infergrid_config_writes(example_repository: Path) -> None:

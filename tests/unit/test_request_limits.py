@@ -91,11 +91,10 @@ def test_backends_never_unpickle_repository_files() -> None:
     assert not offenders, offenders
 
 
-def test_http_replicas_never_queue_without_bound() -> None:
-    """Past max_ongoing_requests Serve queues inside the replica, unbounded by default: every HTTP
+def test_composite_replicas_never_queue_without_bound() -> None:
+    """Past max_ongoing_requests Serve queues inside a replica, unbounded by default: a composite's
     deployment bounds that queue, so overload gets an immediate 503 instead of a growing backlog."""
-    from deployments.applications.builders import endpoint_application, server_application
+    from deployments.applications.ensembles import COMPOSITE_MAX_ONGOING, _deployment
 
-    for app in (endpoint_application("fraud", [], max_batch_size=64), server_application({})):
-        config = app._bound_deployment._deployment_config  # Serve's own record of the options
-        assert config.max_ongoing_requests >= 256 and config.max_queued_requests == config.max_ongoing_requests
+    config = _deployment(1, None)._deployment_config  # Serve's own record of the options
+    assert config.max_ongoing_requests == COMPOSITE_MAX_ONGOING == config.max_queued_requests

@@ -56,10 +56,9 @@ def test_serve_config_lists_every_application(tmp_path: Path) -> None:
     write(tmp_path / "broken" / "config.pbtxt", "max_batch_size: [")
     config = repository_serve_config(tmp_path)
     names = [(a["name"], a["route_prefix"]) for a in config["applications"]]
-    assert names == [("fraud:v1", None), ("fraud", "/v2/models/fraud"), ("infergrid:server", "/")]
-    route = {"version": 1, "app": "fraud:v1", "batch_rows": 64, "queue_delay_us": 2000, "max_queue_rows": 0,
-             "timeout_us": 0}
-    assert config["applications"][1]["args"] == {"model": "fraud", "routes": [route], "max_batch_size": 64,
+    assert names == [("fraud:v1", None), ("infergrid:frontdoor", None)]  # no Serve route: the front door listens
+    assert config["proxy_location"] == "Disabled"
+    assert config["applications"][1]["args"] == {"repository": str(tmp_path), "host": "0.0.0.0", "port": 8000,
                                                  "replicas": 1}
 
 

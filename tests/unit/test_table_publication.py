@@ -9,7 +9,7 @@ from deployments.control.publication import TablePublisher
 from deployments.dataplane.table import Route, Watcher, routes_token
 
 OLD, NEW = (Route(1, "m:v1@a"),), (Route(2, "m:v2@b"), Route(1, "m:v1@a"))
-ENDPOINT = Watcher("r1", "m", "endpoint")
+ENDPOINT = Watcher("r1", "infergrid:frontdoor", "frontdoor")  # a front-door replica
 ENSEMBLE = Watcher("r2", "risk", "endpoint")
 
 
@@ -55,5 +55,28 @@ def test_acks_wait_for_every_replica_of_every_group_that_routes_to_the_model(mon
         assert await routing.await_acks("m", NEW, count)
         for t in (task, task2):
             t.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_the_front_door_learns_of_added_and_removed_models() -> None:
+    from deployments.control.publication import ServedModels
+    from deployments.dataplane.table import ServedModel
+
+    async def scenario() -> None:
+        served = ServedModels()
+        first, models = await served.watch(None)  # no generation yet: answered at once
+        assert models == {}
+        waiting = asyncio.create_task(served.watch(first))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # up to date: waits for a change
+        served.add(ServedModel("m"))
+        second, models = await asyncio.wait_for(waiting, 1)
+        assert second != first and list(models) == ["m"]
+        served.add(ServedModel("m"))  # unchanged: no new generation
+        served.remove("m")
+        third, models = await served.watch(second)
+        assert models == {} and third not in (first, second)
+        assert (await ServedModels().watch(third))[0] != third  # another controller: never the same generation
 
     asyncio.run(scenario())

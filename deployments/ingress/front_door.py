@@ -1,0 +1,137 @@
+"""The front door: the Serve deployment whose replicas accept every client connection.
+
+Each replica opens the listening socket itself (SO_REUSEPORT: several replicas on a node share
+the port; scaling the front door is adding replicas) and runs infergrid's own HTTP listener
+(``deployments.ingress.listener``) on a uvloop event loop in a thread of its own. Requests never
+pass through Serve's HTTP proxy or its per-request machinery: they are parsed, checked and routed
+by the replica's ``Gateway``, which batches them and makes one Ray call per batch to the version's
+replicas (``deployments.dataplane.router``). Serve still runs, places, restarts and shows the
+replicas; its own proxy is off (``proxy_location: Disabled``), so nothing else binds the port.
+KServe v2 gRPC (``deployments.ingress.grpc_v2``) is served by the same replicas, on the same loop,
+over the same ``Gateway``.
+
+Every handle call the replica makes happens on that one loop (with Serve's throughput-optimised
+settings a handle's router lives on the loop that first used it); Serve's own methods
+(``infer``, ``ready``, ``stats`` for Python callers) hop onto it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deployments.dataplane.auth import AuthPolicy
+from deployments.dataplane.router import replica_identity
+from deployments.dataplane.table import Route, ServedModel
+from deployments.ingress.gateway import Gateway
+from deployments.ingress.listener import HttpListener
+from deployments.ingress.server import EXTENSIONS, server_version
+from deployments.observability.logs import configure_logging
+from deployments.repository.status import ModelStatus
+from deployments.settings import current
+
+__all__ = ["FrontDoor", "Listen"]
+
+logger = logging.getLogger("infergrid")
+
+_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the front door's replicas listen: HTTP on ``port``, KServe v2 gRPC on ``grpc_port`` (0: off)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    grpc_port: int = 0
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with ray[serve]
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class FrontDoor:
+    """One front-door replica.
+
+    Args:
+        listen: host and port of the HTTP listener.
+        controller: the repository controller's actor name: the served models and their tables
+            are followed from it. None: a fixed set (``static``), for a ``serve deploy`` config.
+        auth: an ``AuthPolicy.to_dict()`` (None: no API keys).
+        static: without a controller, each served model with its fixed table.
+        index: without a controller, what the server API reports (failed models included).
+    """
+
+    def __init__(self, listen: Listen, controller: str | None = None, auth: dict | None = None,
+                 static: list[tuple[ServedModel, list[Route]]] | None = None,
+                 index: dict[str, ModelStatus] | None = None) -> None:
+        configure_logging("frontdoor")
+        self._listen = listen
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="infergrid-frontdoor", daemon=True)
+        self._thread.start()
+        watcher = replica_identity() if controller else None
+        policy = AuthPolicy.from_dict(auth)
+        self._gateway: Gateway = self._run(self._start(policy, controller, watcher, static or [], index or {}),
+                                           _START_TIMEOUT_S)
+
+    def _run(self, coro: Coroutine, timeout_s: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+
+    async def _on_loop(self, coro: Coroutine) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def _start(self, auth: AuthPolicy, controller: str | None, watcher, static, index) -> Gateway:
+        gateway = Gateway(auth, controller, index, watcher, current().inflight_per_model)
+        for served, routes in static:
+            await gateway.add(served, list(routes))
+        self._listener = HttpListener(gateway.http, gateway.precheck, gateway.release)
+        await self._listener.start(self._listen.host, self._listen.port)
+        self._grpc = None
+        if self._listen.grpc_port:
+            from deployments.ingress.grpc_v2 import start_grpc_server
+
+            self._grpc = await start_grpc_server(gateway, self._listen.host, self._listen.grpc_port, "infergrid",
+                                                 server_version(), EXTENSIONS)
+        if controller:
+            self._follow = asyncio.get_running_loop().create_task(gateway.follow_models())
+        logger.info("front door listening on http://%s:%d (gRPC: %s)", self._listen.host, self._listen.port,
+                    self._listen.grpc_port or "off")
+        return gateway
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
+        """Python entry point (``deployments.dataplane.handles``): validated and batched with HTTP traffic."""
+        return await self._on_loop(self._gateway.infer(model, inputs, version))
+
+    async def ready(self, model: str, version: int | None = None) -> bool:
+        """True when this replica can answer ``model`` (``version``)."""
+        return await self._on_loop(self._gateway.ready([model]) if version is None
+                                   else self._gateway.ready_version(model, version))
+
+    async def stats(self) -> dict:
+        """This replica's batch counters, per model and version."""
+        return await self._on_loop(self._async_stats())
+
+    async def _async_stats(self) -> dict:
+        return self._gateway.stats()
+
+    def check_health(self) -> None:
+        """Serve's health check: the listener's thread must be alive."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the front door's event loop thread died")
+
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)
+        listener = getattr(self, "_listener", None)
+        if loop is not None and listener is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(listener.stop(), loop)

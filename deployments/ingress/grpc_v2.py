@@ -1,0 +1,188 @@
+"""The KServe v2 gRPC transport (``inference.GRPCInferenceService``) of the front door.
+
+Glue only, like the HTTP transport: the key from the ``authorization`` metadata is checked first
+(by operation group, the same policy as HTTP), the codec (``deployments.protocol.v2_grpc``) turns
+messages into named numpy tensors, the model's ``Door`` in the ``Gateway`` answers (validation,
+batching, metrics, timeouts are the data plane's), and failures become gRPC status codes through
+``backends.errors.status_of``, the one place an error gets its status. Triton's messages, from
+``tritonclient``, so ``tritonclient.grpc`` works unchanged. Not here yet: ``ModelConfig`` (the
+config endpoint), shared memory, trace and log settings (UNIMPLEMENTED, as the base servicer answers).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2_grpc
+
+from backends.errors import InvalidRequest, ModelNotFound, Overloaded, status_of, unwrap_error
+from deployments.ingress.gateway import Door, Gateway
+from deployments.ingress.v2_http import request_timeout_s
+from deployments.observability.hub import hub_handle
+from deployments.observability.logs import CLIENT_ID, REQUEST_ID, new_request_id
+from deployments.observability.metrics import triton_statistics
+from deployments.protocol.v2_grpc import (
+    GRPC_CODES,
+    decode_grpc_infer,
+    encode_grpc_infer,
+    grpc_model_metadata,
+    pb,
+    statistics_message,
+)
+from deployments.settings import INFLIGHT_ENV
+
+__all__ = ["GrpcV2", "start_grpc_server"]
+
+logger = logging.getLogger("infergrid")
+
+MAX_MESSAGE_BYTES = 1 << 30  # gRPC's own cap; each model's max_request_bytes is checked per message
+
+
+def _rpc(group: str) -> Callable:
+    """Check the caller's key for ``group``, run the method, map any failure to its gRPC status."""
+    def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(method)
+        async def handler(self: GrpcV2, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                self._authorise(context, group, method.__name__)
+                return await method(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+                await self._abort(context, exc)
+        return handler
+    return decorate
+
+
+class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """Triton's gRPC inference service over a front-door replica's ``Gateway``."""
+
+    def __init__(self, gateway: Gateway, server_name: str, server_version: str, extensions: list[str]) -> None:
+        self._gateway = gateway
+        self._name, self._version, self._extensions = server_name, server_version, extensions
+
+    def _authorise(self, context: grpc.aio.ServicerContext, group: str, what: str) -> None:
+        key = next((value for name, value in context.invocation_metadata() or () if name == "authorization"), None)
+        self._gateway.authorise(group, key, what)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        cause = unwrap_error(exc)
+        status = status_of(cause)
+        if status >= 500 and not isinstance(cause, Overloaded):
+            logger.warning("gRPC request failed (%d): %s", status, cause)
+        await context.abort(getattr(grpc.StatusCode, GRPC_CODES.get(status, "INTERNAL")), str(cause))
+
+    async def _door(self, model: str) -> Door:
+        door = self._gateway.door(model)
+        if door is None:
+            await self._gateway.server.not_served(model)
+            raise ModelNotFound(f"unknown model {model!r}")
+        return door
+
+    # --- health and metadata --------------------------------------------------------------------
+    @_rpc("health")
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - Triton's method names
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc("health")
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=await self._gateway.ready(await self._gateway.server.serving()))
+
+    @_rpc("health")
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        door = self._gateway.door(request.name)
+        version = int(request.version) if request.version.isdigit() else None
+        return pb.ModelReadyResponse(ready=door is not None and await door.ready(version))
+
+    @_rpc("inference")
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerMetadataResponse(name=self._name, version=self._version, extensions=self._extensions)
+
+    @_rpc("inference")
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        door = await self._door(request.name)
+        described = await door.describe(request.version or None)
+        return grpc_model_metadata(described.name, list(described.versions), described.platform, described.signature)
+
+    # --- inference ------------------------------------------------------------------------------
+    async def _infer(self, request: Any) -> Any:
+        door = await self._door(request.model_name)
+        if self._gateway.overloaded(door):
+            raise Overloaded(f"model {door.served.name!r}: {door.inflight} requests in flight in this front-door "
+                             f"replica ({INFLIGHT_ENV}); retry later")
+        door.inflight += 1
+        token = REQUEST_ID.set(request.id or new_request_id())
+        try:
+            decoded = decode_grpc_infer(request, door.served.limits)
+            if decoded.id:
+                CLIENT_ID.set(decoded.id)
+            timeout_s = request_timeout_s(None, decoded.parameters.get("timeout"))
+            version, outputs = await door.infer_versioned(decoded.inputs, decoded.version or None, timeout_s)
+            return encode_grpc_infer(decoded, str(version), outputs)
+        finally:
+            door.inflight -= 1
+            REQUEST_ID.reset(token)
+
+    @_rpc("inference")
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await self._infer(request)
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any],  # noqa: N802
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Each request of the stream answered in order; a failed one answers with its error message."""
+        try:
+            self._authorise(context, "inference", "ModelStreamInfer")
+        except Exception as exc:  # noqa: BLE001 - refused before any request is read
+            await self._abort(context, exc)
+        async for request in request_iterator:
+            try:
+                yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except Exception as exc:  # noqa: BLE001 - the stream goes on
+                yield pb.ModelStreamInferResponse(error_message=str(unwrap_error(exc)))
+
+    # --- statistics and the repository ---------------------------------------------------------
+    @_rpc("metrics")
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        merged = await hub_handle().collect.remote()
+        return statistics_message(triton_statistics(merged, request.name or None, request.version or None))
+
+    @_rpc("management")
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        rows = await self._gateway.server.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(models=[
+            pb.RepositoryIndexResponse.ModelIndex(name=r.name, version=r.version or "", state=r.state,
+                                                  reason=r.reason) for r in rows])
+
+    @_rpc("management")
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+        config = request.parameters["config"].string_param if "config" in request.parameters else None
+        await self._gateway.server.load(request.model_name, config)
+        return pb.RepositoryModelLoadResponse()
+
+    @_rpc("management")
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+        version = None
+        if "version" in request.parameters:
+            raw = request.parameters["version"]
+            text = raw.string_param if raw.WhichOneof("parameter_choice") == "string_param" else str(raw.int64_param)
+            if not text.isdigit():
+                raise InvalidRequest(f"parameters.version must be a version number, got {text!r}")
+            version = int(text)
+        await self._gateway.server.unload(request.model_name, version)
+        return pb.RepositoryModelUnloadResponse()
+
+
+async def start_grpc_server(gateway: Gateway, host: str, port: int, server_name: str, server_version: str,
+                            extensions: list[str]) -> grpc.aio.Server:
+    """Serve ``GRPCInferenceService`` on ``host:port`` (SO_REUSEPORT: replicas on a node share it)."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                                      ("grpc.so_reuseport", 1)])
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        GrpcV2(gateway, server_name, server_version, extensions), server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot listen for gRPC on {host}:{port}")
+    await server.start()
+    return server
