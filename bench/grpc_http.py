@@ -92,8 +92,9 @@ def run_grpc(base: str, target: str, frame: Path, conns: int, seconds: int, fold
     answered = success_count(base) - before
     match = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
     total, done, succeeded = (int(g) for g in match.groups())
+    qps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out.stdout).group(1))
     durations_us = sorted(int(line.split()[2]) for line in log.read_text().splitlines() if line.strip())
-    qps = len(durations_us) / seconds
+    log.unlink()  # h2load appends: one run's calls per log
     return {"qps": round(qps, 1), "p50_ms": round(durations_us[len(durations_us) // 2] / 1000, 2),
             "p99_ms": round(durations_us[int(len(durations_us) * 0.99)] / 1000, 2),
             "errors": total - succeeded, "requests": done, "server_successes": int(answered)}

@@ -7,8 +7,8 @@ pass through Serve's HTTP proxy or its per-request machinery: they are parsed, c
 by the replica's ``Gateway``, which batches them and makes one Ray call per batch to the version's
 replicas (``deployments.dataplane.router``). Serve still runs, places, restarts and shows the
 replicas; its own proxy is off (``proxy_location: Disabled``), so nothing else binds the port.
-KServe v2 gRPC (``deployments.ingress.grpc_v2``) is served by the same replicas, on the same loop,
-over the same ``Gateway``.
+KServe v2 gRPC (``deployments.ingress.grpc_v2``) is served by the same replicas over the same
+``Gateway``, its server on a loop of its own (``deployments.ingress.loops`` says why).
 
 Every handle call the replica makes happens on that one loop (with Serve's throughput-optimised
 settings a handle's router lives on the loop that first used it); Serve's own methods
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from deployments.dataplane.router import replica_identity
 from deployments.dataplane.table import Route, ServedModel
 from deployments.ingress.gateway import Gateway
 from deployments.ingress.listener import HttpListener
+from deployments.ingress.loops import LoopThread
 from deployments.ingress.server import EXTENSIONS, server_version
 from deployments.observability.logs import configure_logging
 from deployments.repository.status import ModelStatus
@@ -52,14 +52,6 @@ class Listen:
     grpc_port: int = 0
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with ray[serve]
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 class FrontDoor:
     """One front-door replica.
 
@@ -77,19 +69,17 @@ class FrontDoor:
                  index: dict[str, ModelStatus] | None = None) -> None:
         configure_logging("frontdoor")
         self._listen = listen
-        self._loop = _new_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="infergrid-frontdoor", daemon=True)
-        self._thread.start()
+        self._door_loop = LoopThread("infergrid-frontdoor")
         watcher = replica_identity() if controller else None
         policy = AuthPolicy.from_dict(auth)
         self._gateway: Gateway = self._run(self._start(policy, controller, watcher, static or [], index or {}),
                                            _START_TIMEOUT_S)
 
     def _run(self, coro: Coroutine, timeout_s: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+        return self._door_loop.run(coro, timeout_s)
 
     async def _on_loop(self, coro: Coroutine) -> Any:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+        return await self._door_loop.call(coro)
 
     async def _start(self, auth: AuthPolicy, controller: str | None, watcher, static, index) -> Gateway:
         gateway = Gateway(auth, controller, index, watcher, current().inflight_per_model)
@@ -127,11 +117,14 @@ class FrontDoor:
 
     def check_health(self) -> None:
         """Serve's health check: the listener's thread must be alive."""
-        if not self._thread.is_alive():
+        if not self._door_loop.is_alive():
             raise RuntimeError("the front door's event loop thread died")
+        if self._grpc is not None and not self._grpc.is_alive():
+            raise RuntimeError("the front door's gRPC event loop thread died")
 
     def __del__(self) -> None:
-        loop = getattr(self, "_loop", None)
+        door_loop = getattr(self, "_door_loop", None)
+        loop = door_loop.loop if door_loop is not None else None
         listener = getattr(self, "_listener", None)
         if loop is not None and listener is not None and loop.is_running():
             asyncio.run_coroutine_threadsafe(listener.stop(), loop)

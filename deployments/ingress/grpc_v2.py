@@ -7,10 +7,15 @@ batching, metrics, timeouts are the data plane's), and failures become gRPC stat
 ``backends.errors.status_of``, the one place an error gets its status. Triton's messages, from
 ``tritonclient``, so ``tritonclient.grpc`` works unchanged. Not here yet: ``ModelConfig`` (the
 config endpoint), shared memory, trace and log settings (UNIMPLEMENTED, as the base servicer answers).
+
+The ``grpc.aio`` server runs on a loop of its own; each method's work runs on the data plane's loop
+(the front door's), where the ``Gateway`` lives, so rows from gRPC and HTTP batch together and the
+gateway is only ever touched from one thread. ``deployments.ingress.loops`` says why.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +26,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded, status_of, unwrap_error
 from deployments.ingress.gateway import Door, Gateway
+from deployments.ingress.loops import LoopThread
 from deployments.ingress.v2_http import request_timeout_s
 from deployments.observability.hub import hub_handle
 from deployments.observability.logs import CLIENT_ID, REQUEST_ID, new_request_id
@@ -35,7 +41,7 @@ from deployments.protocol.v2_grpc import (
 )
 from deployments.settings import INFLIGHT_ENV
 
-__all__ = ["GrpcV2", "start_grpc_server"]
+__all__ = ["GrpcServer", "GrpcV2", "start_grpc_server"]
 
 logger = logging.getLogger("infergrid")
 
@@ -43,13 +49,14 @@ MAX_MESSAGE_BYTES = 1 << 30  # gRPC's own cap; each model's max_request_bytes is
 
 
 def _rpc(group: str) -> Callable:
-    """Check the caller's key for ``group``, run the method, map any failure to its gRPC status."""
+    """Check the caller's key for ``group``, run the method on the data plane's loop, map any failure
+    to its gRPC status."""
     def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)
         async def handler(self: GrpcV2, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 self._authorise(context, group, method.__name__)
-                return await method(self, request, context)
+                return await self._on_data_plane(method(self, request, context))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status
                 await self._abort(context, exc)
         return handler
@@ -59,9 +66,14 @@ def _rpc(group: str) -> Callable:
 class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Triton's gRPC inference service over a front-door replica's ``Gateway``."""
 
-    def __init__(self, gateway: Gateway, server_name: str, server_version: str, extensions: list[str]) -> None:
+    def __init__(self, gateway: Gateway, data_loop: asyncio.AbstractEventLoop, server_name: str,
+                 server_version: str, extensions: list[str]) -> None:
         self._gateway = gateway
+        self._data_loop = data_loop
         self._name, self._version, self._extensions = server_name, server_version, extensions
+
+    async def _on_data_plane(self, coro: Awaitable[Any]) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._data_loop))
 
     def _authorise(self, context: grpc.aio.ServicerContext, group: str, what: str) -> None:
         key = next((value for name, value in context.invocation_metadata() or () if name == "authorization"), None)
@@ -138,7 +150,7 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
             await self._abort(context, exc)
         async for request in request_iterator:
             try:
-                yield pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                yield pb.ModelStreamInferResponse(infer_response=await self._on_data_plane(self._infer(request)))
             except Exception as exc:  # noqa: BLE001 - the stream goes on
                 yield pb.ModelStreamInferResponse(error_message=str(unwrap_error(exc)))
 
@@ -174,14 +186,30 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
+class GrpcServer:
+    """The front door's gRPC server and the thread whose loop runs it."""
+
+    def __init__(self, server: grpc.aio.Server, thread: LoopThread) -> None:
+        self.server, self._thread = server, thread
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+
 async def start_grpc_server(gateway: Gateway, host: str, port: int, server_name: str, server_version: str,
-                            extensions: list[str]) -> grpc.aio.Server:
-    """Serve ``GRPCInferenceService`` on ``host:port`` (SO_REUSEPORT: replicas on a node share it)."""
+                            extensions: list[str]) -> GrpcServer:
+    """Serve ``GRPCInferenceService`` on ``host:port`` (SO_REUSEPORT: replicas on a node share it),
+    from a loop thread of its own; called on the data plane's loop, where ``gateway`` lives."""
+    servicer = GrpcV2(gateway, asyncio.get_running_loop(), server_name, server_version, extensions)
+    thread = LoopThread("infergrid-grpc")
+    return GrpcServer(await thread.call(_serve(servicer, host, port)), thread)
+
+
+async def _serve(servicer: GrpcV2, host: str, port: int) -> grpc.aio.Server:
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                                       ("grpc.so_reuseport", 1)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        GrpcV2(gateway, server_name, server_version, extensions), server)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     if server.add_insecure_port(f"{host}:{port}") == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port}")
     await server.start()

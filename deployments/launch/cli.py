@@ -25,11 +25,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from deployments.settings import API_KEYS_ENV, INFLIGHT_ENV, Settings
 
 __all__ = ["main", "serve_environment", "is_loopback", "auth_policy", "bind_refusal"]
+
+logger = logging.getLogger("infergrid")
 
 PERFORMANCE_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -128,6 +131,27 @@ def _wait_for_signal() -> None:
         pass
 
 
+def _wait_front_door(models: list[str], timeout_s: float = 120.0) -> None:
+    """Until the front door answers each available model: READY means a request now succeeds (the
+    front door learns the served models from the controller a moment after the controller has them)."""
+    from ray import serve
+
+    from deployments.names import FRONT_DOOR_APP, FRONT_DOOR_DEPLOYMENT
+
+    door = serve.get_deployment_handle(FRONT_DOOR_DEPLOYMENT, app_name=FRONT_DOOR_APP)
+    deadline = time.monotonic() + timeout_s
+    waiting = list(models)
+    while waiting and time.monotonic() < deadline:
+        try:
+            waiting = [name for name in waiting if not door.ready.remote(name).result(timeout_s=30)]
+        except Exception as exc:  # noqa: BLE001 - replicas still starting: ask again
+            logger.debug("front door not answering yet: %s", exc)
+        if waiting:
+            time.sleep(0.25)
+    if waiting:
+        print(f"infergrid: the front door does not serve {', '.join(sorted(waiting))} yet", file=sys.stderr)
+
+
 def _refuse(message: str) -> int:
     print(f"infergrid: {message}", file=sys.stderr)
     return 2
@@ -207,6 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _refuse("this cluster already runs a controller without API keys; stop it first "
                        "(it would serve without the keys given)")
     models = ray.get(controller.wait_started.remote())
+    _wait_front_door([name for name, status in models.items() if not status.reason])
     _print_serving(args, repository, models, dashboard, policy, per_replica)
     _wait_for_signal()
     print("shutting down ...", flush=True)

@@ -17,6 +17,8 @@ from backends.errors import InputMismatch
 
 __all__ = ["array_from_json", "array_to_json", "array_from_binary", "array_to_binary"]
 
+_NUMBER_TYPES = frozenset((int, float))
+
 
 def _element_count(shape: list[int], name: str) -> int:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
@@ -63,10 +65,12 @@ def array_from_json(name: str, datatype: str, shape: list[int], data: Any) -> np
     if datatype == "BOOL":
         if not all(isinstance(v, bool) for v in flat):
             raise InputMismatch(f"input {name!r}: BOOL data must be true or false")
-    elif any(isinstance(v, (str, bool, list, dict)) or v is None for v in flat):
-        raise InputMismatch(f"input {name!r}: {datatype} data must be numbers")
-    elif dtype.kind in "iu" and any(isinstance(v, float) for v in flat):
-        raise InputMismatch(f"input {name!r}: {datatype} data must be integers")
+    else:
+        kinds = set(map(type, flat))  # JSON decoders give exact int and float (a C pass)
+        if not kinds <= _NUMBER_TYPES:
+            raise InputMismatch(f"input {name!r}: {datatype} data must be numbers")
+        if float in kinds and dtype.kind in "iu":
+            raise InputMismatch(f"input {name!r}: {datatype} data must be integers")
     try:
         return np.array(flat, dtype=dtype).reshape(shape)
     except (ValueError, OverflowError, TypeError) as exc:

@@ -216,7 +216,9 @@ def encode_infer_response(request: InferRequest, model_name: str, model_version:
             entry["data"] = array_to_json(array)
         entries.append(entry)
     response["outputs"] = entries
-    header = json.dumps(response, separators=(",", ":")).encode()
+    header = orjson.dumps(response)
+    if b"null" in header:  # orjson writes NaN and Infinity as null; Python's json keeps them, as Triton does
+        header = json.dumps(response, separators=(",", ":")).encode()
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
