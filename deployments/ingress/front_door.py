@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -72,14 +70,8 @@ class FrontDoor:
         self._door_loop = LoopThread("infergrid-frontdoor")
         watcher = replica_identity() if controller else None
         policy = AuthPolicy.from_dict(auth)
-        self._gateway: Gateway = self._run(self._start(policy, controller, watcher, static or [], index or {}),
+        self._gateway: Gateway = self._door_loop.run(self._start(policy, controller, watcher, static or [], index or {}),
                                            _START_TIMEOUT_S)
-
-    def _run(self, coro: Coroutine, timeout_s: float | None = None) -> Any:
-        return self._door_loop.run(coro, timeout_s)
-
-    async def _on_loop(self, coro: Coroutine) -> Any:
-        return await self._door_loop.call(coro)
 
     async def _start(self, auth: AuthPolicy, controller: str | None, watcher, static, index) -> Gateway:
         gateway = Gateway(auth, controller, index, watcher, current().inflight_per_model)
@@ -101,16 +93,16 @@ class FrontDoor:
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
         """Python entry point (``deployments.dataplane.handles``): validated and batched with HTTP traffic."""
-        return await self._on_loop(self._gateway.infer(model, inputs, version))
+        return await self._door_loop.call(self._gateway.infer(model, inputs, version))
 
     async def ready(self, model: str, version: int | None = None) -> bool:
         """True when this replica can answer ``model`` (``version``)."""
-        return await self._on_loop(self._gateway.ready([model]) if version is None
+        return await self._door_loop.call(self._gateway.ready([model]) if version is None
                                    else self._gateway.ready_version(model, version))
 
     async def stats(self) -> dict:
         """This replica's batch counters, per model and version."""
-        return await self._on_loop(self._async_stats())
+        return await self._door_loop.call(self._async_stats())
 
     async def _async_stats(self) -> dict:
         return self._gateway.stats()

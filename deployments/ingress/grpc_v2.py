@@ -26,7 +26,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded, status_of, unwrap_error
 from deployments.ingress.gateway import Door, Gateway
-from deployments.ingress.loops import LoopThread
+from deployments.ingress.loops import LoopThread, run_on
 from deployments.ingress.v2_http import request_timeout_s
 from deployments.observability.hub import hub_handle
 from deployments.observability.logs import CLIENT_ID, REQUEST_ID, new_request_id
@@ -56,7 +56,7 @@ def _rpc(group: str) -> Callable:
         async def handler(self: GrpcV2, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 self._authorise(context, group, method.__name__)
-                return await self._on_data_plane(method(self, request, context))
+                return await run_on(self._data_loop, method(self, request, context))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status
                 await self._abort(context, exc)
         return handler
@@ -71,9 +71,6 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._gateway = gateway
         self._data_loop = data_loop
         self._name, self._version, self._extensions = server_name, server_version, extensions
-
-    async def _on_data_plane(self, coro: Awaitable[Any]) -> Any:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._data_loop))
 
     def _authorise(self, context: grpc.aio.ServicerContext, group: str, what: str) -> None:
         key = next((value for name, value in context.invocation_metadata() or () if name == "authorization"), None)
@@ -150,7 +147,7 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
             await self._abort(context, exc)
         async for request in request_iterator:
             try:
-                yield pb.ModelStreamInferResponse(infer_response=await self._on_data_plane(self._infer(request)))
+                yield pb.ModelStreamInferResponse(infer_response=await run_on(self._data_loop, self._infer(request)))
             except Exception as exc:  # noqa: BLE001 - the stream goes on
                 yield pb.ModelStreamInferResponse(error_message=str(unwrap_error(exc)))
 

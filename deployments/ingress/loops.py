@@ -14,7 +14,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "new_event_loop"]
+__all__ = ["LoopThread", "new_event_loop", "run_on"]
 
 T = TypeVar("T")
 
@@ -26,6 +26,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover
         return asyncio.SelectorEventLoop()
     return uvloop.new_event_loop()
+
+
+async def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on ``loop`` (running on another thread), awaited from the caller's running loop."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
 
 class LoopThread:
@@ -45,4 +50,4 @@ class LoopThread:
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on this loop, awaited from another running loop."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        return await run_on(self.loop, coro)

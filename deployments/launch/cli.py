@@ -143,7 +143,8 @@ def _wait_front_door(models: list[str], timeout_s: float = 120.0) -> None:
     waiting = list(models)
     while waiting and time.monotonic() < deadline:
         try:
-            waiting = [name for name in waiting if not door.ready.remote(name).result(timeout_s=30)]
+            answers = [(name, door.ready.remote(name)) for name in waiting]
+            waiting = [name for name, answer in answers if not answer.result(timeout_s=30)]
         except Exception as exc:  # noqa: BLE001 - replicas still starting: ask again
             logger.debug("front door not answering yet: %s", exc)
         if waiting:
