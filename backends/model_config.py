@@ -115,6 +115,9 @@ class ModelConfig:
     parameters: dict[str, str] = field(default_factory=dict)
     ensemble_steps: tuple[EnsembleStep, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The config as parsed, in Triton's JSON mapping with the proto's field names, only the fields
+    # set: the base of what ``GET /v2/models/{m}/config`` returns once completed from the model.
+    triton: dict = field(default_factory=dict)
 
     @property
     def batching(self) -> bool:

@@ -111,7 +111,8 @@ def served_model(entry: ModelEntry, app: str = "") -> ServedModel:
     """How the front door answers for ``entry``: its limits and metrics switch; a composite by its ``app``."""
     config = entry.config
     assert config is not None
-    return ServedModel(entry.name, bool(config.composite), app, metrics_enabled(config), limits_for(config))
+    return ServedModel(entry.name, bool(config.composite), app, metrics_enabled(config), limits_for(config),
+                       config.triton)
 
 
 def front_door_application(listen: Listen, replicas: int = 1, controller: str | None = None,

@@ -90,7 +90,8 @@ class CompositeModel:
     async def describe_model(self, version: int | None = None) -> ModelDescription:
         """The composite's own signature."""
         self._check_version(version)
-        return ModelDescription(self._model, (str(self._version),), self._config.platform, self._signature)
+        return ModelDescription(self._model, (str(self._version),), self._config.platform, self._signature,
+                                self._config.max_batch_size)
 
     async def ready(self, version: int | None = None) -> bool:
         """Ready when every member can serve."""

@@ -53,7 +53,7 @@ class RepositoryController:
 
     def __init__(self, repository: str, mode: str = "poll", poll_secs: float = 1.0,
                  load_models: list[str] | None = None, gpu: bool = False, auth: dict | None = None,
-                 listen: Listen | None = None, front_door_replicas: int = 1) -> None:
+                 listen: Listen | None = None, front_door_replicas: int = 1, strict: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"model control mode must be one of {MODES}, got {mode!r}")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -69,7 +69,7 @@ class RepositoryController:
         # Only a poll watches files settle; in the other modes a person said "load it now".
         tracker = CompletionTracker(settle_s=poll_secs if mode == "poll" else 0.0)
         self._models = Reconciler(self._root, mode == "explicit", tracker, self._serve, self._tables, recorder,
-                                  gpu, self._auth, on_member_wanted=self._kick)
+                                  gpu, self._auth, on_member_wanted=self._kick, strict=strict)
         self._syncing: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
         self._events = FileEvents.open() if mode == "poll" else None

@@ -57,12 +57,13 @@ class Reconciler:
         auth: an ``AuthPolicy.to_dict()`` for every HTTP replica deployed.
         on_member_wanted: called with a member that loading a composite loaded (explicit mode),
             so that the member is reconciled too.
+        strict: ``--strict-model-config=true``: a config must declare what would be completed.
     """
 
     def __init__(self, root: Path, explicit: bool, tracker: CompletionTracker, serve_calls: ServeCalls,
                  tables: TablePublisher, recorder: Recorder, gpu: bool, auth: dict | None,
-                 on_member_wanted: Callable[[str], None]) -> None:
-        self._root, self._explicit, self._tracker = root, explicit, tracker
+                 on_member_wanted: Callable[[str], None], strict: bool = False) -> None:
+        self._root, self._explicit, self._tracker, self._strict = root, explicit, tracker, strict
         self._serve, self._tables, self._recorder = serve_calls, tables, recorder
         self._gpu, self._auth = gpu, auth
         self.states: dict[str, ModelState] = {}
@@ -124,7 +125,7 @@ class Reconciler:
         folder = self._root / name
         if not policy.wanted or not folder.is_dir():
             return ModelSnapshot(name, folder.is_dir())
-        entry = scan_model(folder)
+        entry = scan_model(folder, self._strict)
         if policy.override is not None and not entry.error:
             config = policy.override
             if not config.platform and entry.config is not None:

@@ -10,6 +10,7 @@ batching, the call to the version's replicas, request timeouts and metrics all s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from deployments.dataplane.auth import AuthPolicy, GroupOf
 from deployments.observability.hub import hub_handle
 from deployments.observability.metrics import Recorder, triton_statistics
 from deployments.protocol.limits import RequestLimits, check_body_size
+from deployments.protocol.triton_config import effective_config
 
 __all__ = ["DataPlane", "Servable", "ModelDescription", "InferOutcome"]
 
@@ -30,8 +32,10 @@ class ModelDescription:
 
     name: str
     versions: tuple[str, ...]
-    platform: str
+    platform: str  # Triton's spelling (onnxruntime_onnx, pytorch_libtorch, ...)
     signature: ModelSignature
+    max_batch_size: int = 0
+    device: str = "cpu"  # where the answering version's replicas run ("cuda:0": a GPU)
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,17 @@ class DataPlane:
         limits: request size limits, for the transport's decoder and the declared-size check.
         auth: the API-key policy.
         recorder: where refused requests are counted (None: not counted).
+        triton_config: the model's config as parsed (``ModelConfig.triton``), completed from the
+            model for ``model_config``; replaced in place when the config changes without a reload.
     """
 
     def __init__(self, model: str, servable: Servable, limits: RequestLimits | None = None,
-                 auth: AuthPolicy | None = None, recorder: Recorder | None = None) -> None:
+                 auth: AuthPolicy | None = None, recorder: Recorder | None = None,
+                 triton_config: Mapping | None = None) -> None:
         self.model = model
         self.servable = servable
         self.limits = limits or RequestLimits()
+        self.triton_config: Mapping = triton_config or {}
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
 
@@ -109,7 +117,18 @@ class DataPlane:
         """True when the model (or the version) can serve."""
         return await self.servable.ready(version)
 
+    async def model_config(self, version: int | None = None) -> dict:
+        """The config as Triton reports it (model-configuration extension), completed from the
+        version that ``version`` reaches: Triton's JSON mapping with the proto's field names."""
+        described = await self.servable.describe_model(version)
+        return effective_config(self.triton_config, described.name, described.platform, described.signature,
+                                described.max_batch_size, described.device)
+
     async def statistics(self, version: str | None = None) -> dict:
         """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
         merged = await hub_handle().collect.remote()
-        return triton_statistics(merged, self.model, version)
+        try:
+            served = (await self.servable.describe_model(None)).versions
+        except Exception:  # noqa: BLE001 - not serving now: only what was counted
+            served = ()
+        return triton_statistics(merged, self.model, version, served)

@@ -375,4 +375,5 @@ class ModelRouter:
         route = self.route(version)
         info = await route.describe()
         versions = (str(route.version),) if version is not None else tuple(str(v) for v in self._order)
-        return ModelDescription(self.model, versions, info.triton_platform, info.signature)
+        return ModelDescription(self.model, versions, info.triton_platform, info.signature, info.max_batch_size,
+                                info.device)

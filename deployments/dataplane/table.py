@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from backends.errors import ModelNotFound, ModelNotReady
 from backends.model_config import ModelConfig
@@ -54,6 +54,7 @@ class ServedModel:
     app: str = ""
     metrics: bool = True  # parameters.metrics: count its requests
     limits: RequestLimits = RequestLimits()
+    config: dict = field(default_factory=dict)  # ModelConfig.triton: what GET .../config completes
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ class CompositeEndpoint(V2Deployment):
         configure_logging(f"composite-{model}")
         recorder = replica_recorder(metrics_enabled(config))
         self._composite = CompositeModel(model, config, version, controller, static, recorder)
-        plane = DataPlane(model, self._composite, limits_for(config), AuthPolicy.from_dict(auth), recorder)
+        plane = DataPlane(model, self._composite, limits_for(config), AuthPolicy.from_dict(auth), recorder,
+                          config.triton)
         self._api = V2HttpApi(plane, self._plain_json)
 
     async def _plain_json(self, body: bytes) -> HttpReply:
@@ -62,6 +63,10 @@ class CompositeEndpoint(V2Deployment):
     async def ready(self, version: int | None = None) -> bool:
         """Ready when every member can serve."""
         return await self._composite.ready(version)
+
+    async def model_config(self, version: int | None = None) -> dict:
+        """The composite's config as Triton reports it (for the front door's gRPC ``ModelConfig``)."""
+        return await self._api.plane.model_config(version)
 
     async def stats(self) -> dict:
         """Member batches this replica formed, per member and version."""

@@ -43,11 +43,15 @@ _START_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Listen:
-    """Where the front door's replicas listen: HTTP on ``port``, KServe v2 gRPC on ``grpc_port`` (0: off)."""
+    """Where the front door's replicas listen: HTTP on ``port``, KServe v2 gRPC on ``grpc_port``, and
+    Triton's metrics-only port ``metrics_port`` (0: off); an empty host is ``host``."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = 0
+    grpc_host: str = ""
+    metrics_port: int = 0
+    metrics_host: str = ""
 
 
 class FrontDoor:
@@ -79,16 +83,21 @@ class FrontDoor:
             await gateway.add(served, list(routes))
         self._listener = HttpListener(gateway.http, gateway.precheck, gateway.release)
         await self._listener.start(self._listen.host, self._listen.port)
+        self._metrics_listener = None
+        if self._listen.metrics_port:
+            self._metrics_listener = HttpListener(gateway.metrics_only, gateway.precheck, gateway.release)
+            await self._metrics_listener.start(self._listen.metrics_host or self._listen.host,
+                                               self._listen.metrics_port)
         self._grpc = None
         if self._listen.grpc_port:
             from deployments.ingress.grpc_v2 import start_grpc_server
 
-            self._grpc = await start_grpc_server(gateway, self._listen.host, self._listen.grpc_port, "infergrid",
-                                                 server_version(), EXTENSIONS)
+            self._grpc = await start_grpc_server(gateway, self._listen.grpc_host or self._listen.host,
+                                                 self._listen.grpc_port, "infergrid", server_version(), EXTENSIONS)
         if controller:
             self._follow = asyncio.get_running_loop().create_task(gateway.follow_models())
-        logger.info("front door listening on http://%s:%d (gRPC: %s)", self._listen.host, self._listen.port,
-                    self._listen.grpc_port or "off")
+        logger.info("front door listening on http://%s:%d (gRPC: %s, metrics port: %s)", self._listen.host,
+                    self._listen.port, self._listen.grpc_port or "off", self._listen.metrics_port or "off")
         return gateway
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
@@ -117,6 +126,6 @@ class FrontDoor:
     def __del__(self) -> None:
         door_loop = getattr(self, "_door_loop", None)
         loop = door_loop.loop if door_loop is not None else None
-        listener = getattr(self, "_listener", None)
-        if loop is not None and listener is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(listener.stop(), loop)
+        for listener in (getattr(self, "_listener", None), getattr(self, "_metrics_listener", None)):
+            if loop is not None and listener is not None and loop.is_running():
+                asyncio.run_coroutine_threadsafe(listener.stop(), loop)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ class Door:
         else:
             recorder = recorder if served.metrics else None
             self.router = ModelRouter(served.name, recorder=recorder)
-            self.api = V2HttpApi(DataPlane(served.name, self.router, served.limits, auth, recorder))
+            self.api = V2HttpApi(DataPlane(served.name, self.router, served.limits, auth, recorder, served.config))
 
     async def reply(self, request: HttpRequest, path: str, request_id: str) -> HttpReply:
         """``path`` below ``/v2/models/{model}``."""
@@ -95,6 +96,19 @@ class Door:
         if self.api is not None:
             return await self.api.plane.describe(number)
         return await self.handle.describe.remote(number)
+
+    async def model_config(self, version: str | None) -> dict:
+        """The config as Triton reports it (Triton's JSON mapping, completed from the model)."""
+        number = _version_number(self.served.name, version)
+        if self.api is not None:
+            return await self.api.plane.model_config(number)
+        return await self.handle.model_config.remote(number)
+
+    def update_config(self, served: ServedModel) -> None:
+        """Take a changed ``config`` that needs no new door (batching, counts: applied by the table)."""
+        self.served = served
+        if self.api is not None:
+            self.api.plane.triton_config = served.config
 
     async def ready(self, version: int | None = None) -> bool:
         try:
@@ -145,6 +159,9 @@ class Gateway:
         """Answer for ``served`` (again, if its settings changed); fixed ``routes`` without a controller."""
         current = self._doors.get(served.name)
         if current is not None and current.served == served:
+            return
+        if current is not None and replace(current.served, config=served.config) == served:
+            current.update_config(served)
             return
         door = Door(served, self._auth, self._recorder)
         if door.router is not None:
@@ -259,6 +276,13 @@ class Gateway:
             reply = error_reply(exc, door.served.name if door else None)
         reply.headers[_RESPONSE_ID] = request_id
         return reply
+
+    async def metrics_only(self, request: HttpRequest) -> HttpReply:
+        """Triton's metrics port: ``GET /metrics`` and nothing else (404)."""
+        if request.path.rstrip("/") != "/metrics":
+            self.release(request)
+            return error_reply(ModelNotFound(f"this port serves only GET /metrics, not {request.path}"), None)
+        return await self.http(request)
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
         """Python callers (through a handle): named numpy inputs -> named outputs."""

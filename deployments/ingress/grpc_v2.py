@@ -5,8 +5,8 @@ Glue only, like the HTTP transport: the key from the ``authorization`` metadata 
 messages into named numpy tensors, the model's ``Door`` in the ``Gateway`` answers (validation,
 batching, metrics, timeouts are the data plane's), and failures become gRPC status codes through
 ``backends.errors.status_of``, the one place an error gets its status. Triton's messages, from
-``tritonclient``, so ``tritonclient.grpc`` works unchanged. Not here yet: ``ModelConfig`` (the
-config endpoint), shared memory, trace and log settings (UNIMPLEMENTED, as the base servicer answers).
+``tritonclient``, so ``tritonclient.grpc`` works unchanged. Not here yet: shared memory, trace and
+log settings (UNIMPLEMENTED, as the base servicer answers).
 
 The ``grpc.aio`` server runs on a loop of its own; each method's work runs on the data plane's loop
 (the front door's), where the ``Gateway`` lives, so rows from gRPC and HTTP batch together and the
@@ -39,6 +39,7 @@ from deployments.protocol.v2_grpc import (
     pb,
     statistics_message,
 )
+from deployments.repository.triton_schema import from_dict
 from deployments.settings import INFLIGHT_ENV
 
 __all__ = ["GrpcServer", "GrpcV2", "start_grpc_server"]
@@ -115,6 +116,12 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
         described = await door.describe(request.version or None)
         return grpc_model_metadata(described.name, list(described.versions), described.platform, described.signature)
 
+    @_rpc("inference")
+    async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        door = await self._door(request.name)
+        config = from_dict(await door.model_config(request.version or None), f"{request.name} config")
+        return pb.ModelConfigResponse(config=config)
+
     # --- inference ------------------------------------------------------------------------------
     async def _infer(self, request: Any) -> Any:
         door = await self._door(request.model_name)
@@ -155,7 +162,14 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_rpc("metrics")
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         merged = await hub_handle().collect.remote()
-        return statistics_message(triton_statistics(merged, request.name or None, request.version or None))
+        door = self._gateway.door(request.name) if request.name else None
+        served: tuple[str, ...] = ()
+        if door is not None:
+            try:  # each served version has an entry, zeros before its first request (as in Triton)
+                served = (await door.describe(None)).versions
+            except Exception:  # noqa: BLE001 - not serving now: only what was counted
+                pass
+        return statistics_message(triton_statistics(merged, request.name or None, request.version or None, served))
 
     @_rpc("management")
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802

@@ -23,7 +23,7 @@ from deployments.protocol.v2 import decode_infer_request, encode_infer_response,
 
 __all__ = ["V2HttpApi", "V2Deployment", "request_timeout_s", "TIMEOUT_HEADER"]
 
-_PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats)?/?$")
+_PATH = re.compile(r"^(?:/versions/(?P<version>[^/]+))?(?P<action>/infer|/ready|/stats|/config)?/?$")
 TIMEOUT_HEADER = "X-Request-Timeout-Ms"
 PlainJson = Callable[[bytes], Awaitable[HttpReply]]
 
@@ -110,6 +110,8 @@ class V2HttpApi:
             return json_reply({"name": self._model, "ready": ready}, 200 if ready else 503)
         if action == "/stats":
             return json_reply(await self.plane.statistics(version))
+        if action == "/config":
+            return json_reply(await self.plane.model_config(version))
         described = await self.plane.describe(version)
         return json_reply(model_metadata(described.name, list(described.versions), described.platform,
                                          described.signature))

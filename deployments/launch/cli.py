@@ -1,9 +1,12 @@
 """``infergrid``: serve a model repository, manage what it serves, or write a Serve config.
 
-    infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000] [--grpc-port 8001] [--front-door-replicas 1]
-                     [--model-control-mode poll|none|explicit] [--repository-poll-secs 1]
-                     [--load-model NAME ...]
+    infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000] [--grpc-port 8001] [--metrics-port 8002]
+                     [--front-door-replicas 1] [--model-control-mode poll|none|explicit]
+                     [--repository-poll-secs 1] [--load-model NAME ...] [--strict-model-config=false]
+                     [--exit-on-error=false] [--log-verbose 0]
                      [--api-keys FILE] [--open-endpoints health,metrics,docs] [--allow-unauthenticated]
+    (tritonserver's spellings work too: --model-repository, --http-port, --http-address, --grpc-address,
+    --metrics-address, --allow-grpc, --allow-metrics; deployments.launch.flags)
     infergrid models list|load|unload [NAME] [--url http://127.0.0.1:8000] [--api-key KEY]
     infergrid config --repository DIR [-o serve_config.yaml] [--api-keys FILE] ...
 
@@ -119,7 +122,9 @@ def _security_setup(args: argparse.Namespace, settings: Settings):
         policy = auth_policy(args, settings)
     except ConfigError as exc:
         return None, str(exc)
-    refusal = bind_refusal(args.host, len(policy.digests), args.allow_unauthenticated)
+    hosts = [args.host] + ([args.grpc_address] if getattr(args, "grpc_port", 0) else [])
+    refusals = [bind_refusal(host, len(policy.digests), args.allow_unauthenticated) for host in hosts]
+    refusal = next((r for r in refusals if r), None)
     return (None, refusal) if refusal else (policy, None)
 
 
@@ -169,8 +174,10 @@ def _print_serving(args: argparse.Namespace, repository: Path, models: dict, das
     print(f"  pipelines        {base}/pipelines/<name>   (plain JSON into a Python pipeline, e.g. loan_decision)")
     print(f"  health           {base}/v2/health/ready")
     print(f"  repository       {base}/v2/repository/index")
-    grpc = f"{args.host}:{args.grpc_port} (KServe v2, tritonclient.grpc)" if args.grpc_port else "off"
+    grpc = f"{args.grpc_address}:{args.grpc_port} (KServe v2, tritonclient.grpc)" if args.grpc_port else "off"
     print(f"  gRPC             {grpc}")
+    metrics_port = f", and http://{args.metrics_address}:{args.metrics_port}/metrics" if args.metrics_port else ""
+    print(f"  metrics          {base}/metrics{metrics_port}")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
     if policy.enabled:
         roles = sorted(set(policy.digests.values()))
@@ -220,9 +227,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.ingress.front_door import Listen
 
     embedded, dashboard = _start_ray(args.settings)
+    listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address)
     controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
-                                  Listen(args.host, args.port, args.grpc_port), args.front_door_replicas)
+                                  listen, args.front_door_replicas, args.strict_model_config)
     running = ray.get(controller.describe.remote())
     if (running.repository, running.mode) != (str(repository), args.model_control_mode):
         print(f"infergrid: this cluster already runs a controller for {running.repository} "
@@ -232,6 +240,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _refuse("this cluster already runs a controller without API keys; stop it first "
                        "(it would serve without the keys given)")
     models = ray.get(controller.wait_started.remote())
+    failed = {name: status.reason for name, status in models.items() if status.reason and status.reason != "unloaded"}
+    if failed and args.exit_on_error:
+        for name, reason in sorted(failed.items()):
+            print(f"infergrid: {name} failed to load: {reason}", file=sys.stderr)
+        print("infergrid: --exit-on-error=true: stopping", file=sys.stderr)
+        _shut_down(embedded)
+        return 1
     _wait_front_door([name for name, status in models.items() if not status.reason])
     _print_serving(args, repository, models, dashboard, policy, per_replica)
     _wait_for_signal()
@@ -313,52 +328,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``infergrid`` console script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="infergrid", description="Serve a Triton-layout model repository on Ray Serve.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, func, text in (("serve", cmd_serve, "serve a repository"),
-                             ("config", cmd_config, "print a Serve config for a repository")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--repository", required=True, help="model repository folder")
-        p.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
-        p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-        p.add_argument("--front-door-replicas", type=int, default=1, metavar="N",
-                       help="front-door replicas, sharing the port with SO_REUSEPORT (default 1)")
-        p.set_defaults(func=func)
-        p.add_argument("--api-keys", metavar="FILE",
-                       help='JSON object mapping each API key to its role, "inference" or "management" '
-                            "(default: the INFERGRID_API_KEYS variable; none: no authentication)")
-        p.add_argument("--open-endpoints", default="health,metrics,docs", metavar="GROUPS",
-                       help="what answers without a key when keys are set: any of health, metrics, docs, "
-                            "or none (default health,metrics,docs)")
-        p.add_argument("--allow-unauthenticated", action="store_true",
-                       help="serve on a non-loopback address without API keys (a proxy in front authenticates)")
-        if name == "config":
-            p.add_argument("-o", "--output", help="write here instead of stdout")
-        else:
-            p.add_argument("--grpc-port", type=int, default=8001,
-                           help="KServe v2 gRPC port (tritonclient.grpc; default 8001, 0: off)")
-            p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",
-                           help="poll: follow the repository (default); none: load at start only; "
-                                "explicit: only the load/unload API changes what is served")
-            p.add_argument("--repository-poll-secs", type=float, default=1.0,
-                           help="seconds between repository polls, and how long new files must be unchanged "
-                                "before they load (default 1)")
-            p.add_argument("--load-model", action="append", default=[], metavar="NAME",
-                           help="explicit mode: load this model at start ('*' for all); repeatable")
-    models = sub.add_parser("models", help="list, load or unload models of a running server")
-    models.add_argument("action", choices=("list", "load", "unload"))
-    models.add_argument("name", nargs="?", help="model name (load, unload)")
-    models.add_argument("--url", default="http://127.0.0.1:8000", help="server address (default http://127.0.0.1:8000)")
-    models.add_argument("--config", help="load: a JSON model config file that overrides config.pbtxt")
-    models.add_argument("--version", type=int, help="unload: only this version")
-    models.add_argument("--api-key", help="a management API key (default: the INFERGRID_API_KEY variable; "
-                                          "prefer the variable: arguments show in ps)")
-    models.set_defaults(func=cmd_models)
-    args = parser.parse_args(argv)
+    from deployments.launch.flags import build_parser, check_args
+
+    parser = build_parser(cmd_serve, cmd_config, cmd_models)
+    args = check_args(parser, parser.parse_args(argv))
+    verbose = getattr(args, "log_verbose", 0) > 0
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.settings = Settings.from_environ(os.environ)  # the one read of the environment in this process
-    if getattr(args, "repository_poll_secs", 1.0) <= 0:
-        parser.error("--repository-poll-secs must be > 0")
     return args.func(args)
 
 

@@ -261,8 +261,13 @@ def render_prometheus(merged: Mapping) -> bytes:
     return generate_latest(registry)
 
 
-def triton_statistics(merged: Mapping, model: str | None = None, version: str | None = None) -> dict:
-    """Triton's statistics extension (``GET /v2/models[/m[/versions/v]]/stats``) from a merged snapshot."""
+def triton_statistics(merged: Mapping, model: str | None = None, version: str | None = None,
+                      served: tuple[str, ...] = ()) -> dict:
+    """Triton's statistics extension (``GET /v2/models[/m[/versions/v]]/stats``) from a merged snapshot.
+
+    ``served``: the versions of ``model`` being served; as in Triton, each has an entry (zeros before
+    its first request: ``perf_analyzer`` reads them before it sends one).
+    """
     values: dict[tuple[str, str], dict[str, float]] = {}
     for section in ("counters", "gauges"):
         for name, labels, value in merged.get(section, []):
@@ -275,11 +280,15 @@ def triton_statistics(merged: Mapping, model: str | None = None, version: str | 
         batches.setdefault((m, v), []).append({
             "batch_size": size, "compute_input": _stat(0, 0), "compute_infer": _stat(count, ns),
             "compute_output": _stat(0, 0)})
+    listed = {(model, v) for v in served} if model is not None else set()
+    for key in listed:
+        values.setdefault(key, {})
     stats = []
     for (m, v), row in sorted(values.items(), key=lambda item: (item[0][0], -_as_int(item[0][1]))):
         if (model is not None and m != model) or (version is not None and v != str(version)):
             continue
-        if not {"nv_inference_request_success", "nv_inference_request_failure"} & set(row) and (m, v) not in batches:
+        if (not {"nv_inference_request_success", "nv_inference_request_failure"} & set(row)
+                and (m, v) not in batches and (m, v) not in listed):
             continue  # a load-time series (load duration) only
         success = row.get("nv_inference_request_success", 0)
         stats.append({

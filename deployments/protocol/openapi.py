@@ -65,6 +65,10 @@ def _model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
         f"{prefix}/stats": {"get": {"summary": f"Triton statistics of {where}", "operationId": f"stats{len(params)}",
                                     "parameters": params,
                                     "responses": _responses(_json("statistics", {"type": "object"}), "401", "404")}},
+        f"{prefix}/config": {"get": {"summary": f"the config of {where} as Triton reports it (completed from the "
+                                               "model)", "operationId": f"config{len(params)}", "parameters": params,
+                                     "responses": _responses(_json("Triton ModelConfig, JSON mapping",
+                                                                   {"type": "object"}), "401", "404", "503")}},
         f"{prefix}/infer": {"post": {
             "summary": f"inference on {where} (JSON, or binary tensors with Inference-Header-Content-Length)",
             "operationId": f"infer{len(params)}",

@@ -1,15 +1,20 @@
-"""config.pbtxt -> ``ModelConfig``: the supported subset, validated, with warnings for the rest.
+"""config.pbtxt -> ``ModelConfig``: parsed against Triton's schema, validated, warnings for the rest.
 
-Errors name the file and the field (``fraud/config.pbtxt: input[0].dims: ...``) because the person
-reading them is editing that file. A field we do not support is a warning, never a failure: Triton
-configs carry many (``model_warmup``, ``optimization``...) that are safe to ignore.
+The text (or JSON) is parsed into Triton's own ``ModelConfig`` message first
+(``deployments.repository.triton_schema``), so a syntax error, a misspelt field or a wrong type is an
+error naming the file, line and field, as in Triton. What parses is then checked for meaning here;
+errors name the file and the field (``fraud/config.pbtxt: input[0].dims: ...``) because the person
+reading them is editing that file. A valid Triton field that infergrid does not honour
+(``optimization``, ``sequence_batching``...) is a warning, logged once, never a failure; the list of
+fields and what is honoured is in docs/model-config.md.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from google.protobuf.message import Message
 
 from backends.dtypes import config_to_v2
 from backends.errors import ConfigError
@@ -22,7 +27,7 @@ from backends.model_config import (
     TensorConfig,
     VersionPolicy,
 )
-from deployments.repository.pbtxt import TextMessage, parse_text_message
+from deployments.repository.triton_schema import TextMessage, parse_json, parse_text, to_dict, to_fields
 
 __all__ = ["parse_config", "parse_config_json", "load_config_file", "SUPPORTED_FIELDS"]
 
@@ -77,11 +82,12 @@ class _Reader:
     def warn_unknown(self, known: frozenset[str] | set[str]) -> None:
         for field in self.message:
             if field not in known:
-                self.warnings.append(f"{self.where}{field}: not supported by infergrid, ignored")
+                self.warnings.append(f"{self.where}{field}: a Triton field infergrid does not honour; ignored "
+                                     f"(see docs/model-config.md)")
 
 
 def _tensor(reader: _Reader, batching: bool) -> TensorConfig:
-    reader.warn_unknown({"name", "data_type", "dims", "reshape", "format", "optional"})
+    reader.warn_unknown({"name", "data_type", "dims", "reshape"})
     name = reader.one("name", str)
     if not name:
         raise reader.fail("name", "missing")
@@ -228,57 +234,27 @@ def parse_config(text: str, source: str, model_name: str) -> ModelConfig:
         model_name: the model folder's name; a ``name`` field must agree with it.
 
     Raises:
-        ConfigError: the text is malformed or a supported field is invalid.
+        ConfigError: the text is not a valid Triton ``ModelConfig`` (the message starts
+            ``<source>:<line>:<column>:``), or a field's value is invalid.
     """
-    return _config_from_message(parse_text_message(text, source), source, model_name)
-
-
-_JSON_TEXT_FIELDS = frozenset({"name", "platform", "backend", "key", "string_value", "default_model_filename"})
-
-
-def _json_to_message(data: dict, source: str) -> TextMessage:
-    """Protobuf JSON (Triton's form of a config) -> the text reader's form (every field a list).
-
-    Maps become ``{key, value}`` entries as in text format; int64 values, which protobuf JSON
-    writes as strings, become integers again.
-    """
-    def value(key: str, item: Any) -> Any:
-        if isinstance(item, dict):
-            return _json_to_message(item, source)
-        if isinstance(item, str) and key not in _JSON_TEXT_FIELDS and item.lstrip("-").isdigit():
-            return int(item)
-        return item
-
-    message: TextMessage = {}
-    for key, item in data.items():
-        if key in ("input_map", "output_map") and isinstance(item, dict):
-            message[key] = [{"key": [k], "value": [v]} for k, v in item.items()]
-        elif key == "parameters" and isinstance(item, dict):
-            message[key] = [{"key": [k], "value": [_json_to_message(v, source) if isinstance(v, dict) else v]}
-                            for k, v in item.items()]
-        elif isinstance(item, list):
-            message[key] = [value(key, element) for element in item]
-        else:
-            message[key] = [value(key, item)]
-    return message
+    return _from_message(parse_text(text, source), source, model_name)
 
 
 def parse_config_json(text: str, source: str, model_name: str) -> ModelConfig:
-    """Parse a config given as JSON (Triton's load API ``parameters.config``).
+    """Parse a config given as JSON in Triton's mapping (the load API's ``parameters.config``,
+    ``config.json``): camelCase or snake_case field names, 64-bit integers as numbers or strings.
 
     Raises:
-        ConfigError: not a JSON object, or a supported field is invalid.
+        ConfigError: not a JSON ``ModelConfig`` object, or a field's value is invalid.
     """
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    return _config_from_message(_json_to_message(data, source), source, model_name)
+    return _from_message(parse_json(text, source), source, model_name)
 
 
-def _config_from_message(message: TextMessage, source: str, model_name: str) -> ModelConfig:
+def _from_message(message: Message, source: str, model_name: str) -> ModelConfig:
+    return _config_from_message(to_fields(message), source, model_name, to_dict(message))
+
+
+def _config_from_message(message: TextMessage, source: str, model_name: str, triton: dict) -> ModelConfig:
     warnings: list[str] = []
     reader = _Reader(message, f"{source}: ", warnings)
     reader.warn_unknown(SUPPORTED_FIELDS)
@@ -309,6 +285,7 @@ def _config_from_message(message: TextMessage, source: str, model_name: str) -> 
         parameters=_parameters(reader),
         ensemble_steps=_ensemble_steps(reader, platform),
         warnings=tuple(warnings),
+        triton=triton,
     )
 
 

@@ -57,8 +57,25 @@ def _versions(model_dir: Path) -> dict[int, Path]:
     return versions
 
 
-def scan_model(model_dir: Path) -> ModelEntry:
-    """Read one model folder; any problem is recorded in ``error`` with the file and field."""
+def strict_problem(model_dir: Path, config: ModelConfig) -> str | None:
+    """What ``--strict-model-config=true`` refuses (Triton's rule: nothing is completed from the
+    model, so the file must say the platform, and every model that is not an ensemble its tensors)."""
+    name = model_dir.name
+    where = f"{name}/config.pbtxt"
+    if not (model_dir / "config.pbtxt").is_file():
+        return f"{where}: missing, and --strict-model-config=true completes nothing from the model"
+    if not config.platform:
+        return f"{where}: platform: neither platform nor backend is set (--strict-model-config=true)"
+    if not config.composite and (not config.inputs or not config.outputs):
+        return f"{where}: input/output: not declared (--strict-model-config=true reads nothing from the model)"
+    return None
+
+
+def scan_model(model_dir: Path, strict: bool = False) -> ModelEntry:
+    """Read one model folder; any problem is recorded in ``error`` with the file and field.
+
+    ``strict``: Triton's ``--strict-model-config=true`` (see ``strict_problem``).
+    """
     name = model_dir.name
     try:
         versions = _versions(model_dir)
@@ -67,6 +84,9 @@ def scan_model(model_dir: Path) -> ModelEntry:
         return ModelEntry(name, model_dir, None, {}, str(exc))
     except OSError as exc:
         return ModelEntry(name, model_dir, None, {}, f"{name}: cannot read folder: {exc}")
+    problem = strict_problem(model_dir, config) if strict else None
+    if problem:
+        return ModelEntry(name, model_dir, config, versions, problem)
     if not config.platform:
         newest = versions[max(versions)] if versions else None
         platform = detect_platform(newest) if newest else None

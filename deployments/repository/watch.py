@@ -92,6 +92,10 @@ class CompletionTracker:
         self._moved_in &= keep
 
 
+# Triton config fields applied without a reload (routing and replica counts).
+_CHANGED_IN_PLACE = frozenset({"dynamic_batching", "instance_group", "version_policy"})
+
+
 def load_identity(config: ModelConfig, files: FolderState) -> str:
     """What a version's replicas load: files plus every config field that is not changed in place.
 
@@ -101,7 +105,8 @@ def load_identity(config: ModelConfig, files: FolderState) -> str:
     loaded = replace(config, dynamic_batching=None,
                      instance_group=tuple(sorted({replace(g, count=1) for g in config.instance_group}
                                                  or {InstanceGroup()}, key=repr)),
-                     version_policy=VersionPolicy(), warnings=())
+                     version_policy=VersionPolicy(), warnings=(),
+                     triton={k: v for k, v in config.triton.items() if k not in _CHANGED_IN_PLACE})
     digest = hashlib.sha1(repr(loaded).encode())
     digest.update(files.digest.encode())
     return digest.hexdigest()[:10]

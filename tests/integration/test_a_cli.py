@@ -73,7 +73,7 @@ def own_address() -> str | None:
 
 
 def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path, tmp_path: Path) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = tmp_path / "serve.log"
@@ -81,10 +81,11 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
     keys.write_text(json.dumps({INFERENCE_KEY: "inference", MANAGEMENT_KEY: "management"}))
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.launch.cli", "serve", "--repository", str(explicit_repository),
-             "--port", str(port), "--grpc-port", str(free_port()), "--model-control-mode", "explicit",
-             "--load-model", "fraud",
-             "--api-keys", str(keys)],
+            # tritonserver's spellings of the flags (ours are aliases: --repository, --port).
+            [sys.executable, "-m", "deployments.launch.cli", "serve", "--model-repository", str(explicit_repository),
+             "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(metrics_port),
+             "--model-control-mode", "explicit", "--load-model", "fraud", "--strict-model-config=false",
+             "--log-verbose", "0", "--api-keys", str(keys)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -99,6 +100,11 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
         assert infer(url, "fraud").json()["model_version"] == "1"
         assert infer(url, "spare").status_code == 503
         check_api_keys(url)
+        # Triton's metrics port: /metrics (open without a key, like the HTTP port's) and nothing else.
+        metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
+        assert metrics.status_code == 200 and "nv_inference_request_success" in metrics.text, metrics.text[:300]
+        assert requests.get(f"http://127.0.0.1:{metrics_port}/v2/models/fraud", timeout=30,
+                            headers=AS_INFERENCE).status_code == 404
 
         # A new version on disk changes nothing until the API says so.
         from build_repository import build_fraud
@@ -120,13 +126,14 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
         assert infer(url, "spare").json()["model_version"] == "1"
         assert infer(url, "spare", 2).status_code == 404
 
-        # A config given to the load API replaces config.pbtxt (Triton's parameters.config).
+        # A config given to the load API replaces config.pbtxt (Triton's parameters.config), in
+        # Triton's JSON mapping: camelCase names, int64 as strings or numbers.
         override = tmp_path / "spare.json"
         override.write_text(json.dumps({
-            "name": "spare", "backend": "onnxruntime", "max_batch_size": 8,
-            "input": [{"name": "features", "data_type": "TYPE_FP32", "dims": [16]}],
-            "output": [{"name": "fraud_probability", "data_type": "TYPE_FP32", "dims": [1]}],
-            "version_policy": {"specific": {"versions": ["2"]}}}))
+            "name": "spare", "backend": "onnxruntime", "maxBatchSize": 8,
+            "input": [{"name": "features", "dataType": "TYPE_FP32", "dims": ["16"]}],
+            "output": [{"name": "fraud_probability", "dataType": "TYPE_FP32", "dims": [1]}],
+            "versionPolicy": {"specific": {"versions": ["2"]}}}))
         assert models_cli(url, "load", "spare", "--config", str(override)).returncode == 0
         meta = requests.get(f"{url}/v2/models/spare", timeout=30, headers=AS_INFERENCE).json()
         assert meta["versions"] == ["2"] and meta["inputs"][0]["shape"] == [-1, 16]

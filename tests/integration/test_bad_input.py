@@ -30,7 +30,7 @@ CASES = [
     ("post", "/v2/models/fraud/versions/7/infer", GOOD, 404, "no version '7'"),
     ("get", "/v2/models/fraud/infer", None, 405, "POST"),
     ("get", "/v2/models/fraud/whatever", None, 404, "no route"),
-    ("post", "/v2/models/broken/infer", GOOD, 503, "broken/config.pbtxt: max_batch_size"),
+    ("post", "/v2/models/broken/infer", GOOD, 503, "broken/config.pbtxt:2:17"),
     ("post", "/v2/models/corrupt/infer", GOOD, 503, "corrupt"),
     ("post", "/v2/models/explodes/infer",
      {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [0.0] * 8}]}, 500, "model 'explodes'"),

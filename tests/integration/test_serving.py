@@ -114,5 +114,5 @@ def test_repository_index_lists_every_model(url: str) -> None:
     states = {row["name"]: row for row in rows}
     assert states["fraud"]["state"] == "READY" and states["fraud"]["version"] == "1"
     assert states["broken"]["state"] == "UNAVAILABLE"
-    assert "broken/config.pbtxt: max_batch_size" in states["broken"]["reason"]
+    assert "broken/config.pbtxt:2:" in states["broken"]["reason"] and "max_batch_size" in states["broken"]["reason"]
     assert states["corrupt"]["state"] == "UNAVAILABLE" and "corrupt" in states["corrupt"]["reason"]

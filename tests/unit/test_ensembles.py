@@ -75,9 +75,9 @@ def test_json_config_maps_are_objects() -> None:
     ('platform: "onnxruntime" ensemble_scheduling { step [ { model_name: "a" } ] }', "ensemble_scheduling"),
     ('platform: "ensemble"', "ensemble_scheduling"),
     ('platform: "ensemble" ensemble_scheduling { step [ { model_version: 1 } ] }', "model_name"),
-    ('platform: "ensemble" ensemble_scheduling { step [ { model_name: "a" model_version: 0 } ] }', "model_version"),
-    ('platform: "ensemble" ensemble_scheduling { step [ { model_name: "a" input_map { key: "x" value: "A" } '
-     'input_map { key: "x" value: "B" } } ] }', "input_map"),
+    ('platform: "ensemble" ensemble_scheduling { step [ { model_name: "a" model_version: -2 } ] }', "model_version"),
+    ('platform: "ensemble" ensemble_scheduling { step [ { model_name: "a" input_map { key: "" value: "A" } } ] }',
+     "input_map"),
 ])
 def test_bad_ensemble_fields_name_the_field(text: str, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

@@ -24,7 +24,7 @@ PURE = [
     "deployments.names", "deployments.settings",
     "deployments.protocol.v2", "deployments.protocol.tensors", "deployments.protocol.limits",
     "deployments.protocol.openapi",
-    "deployments.repository.config", "deployments.repository.pbtxt", "deployments.repository.scan",
+    "deployments.repository.config", "deployments.repository.triton_schema", "deployments.repository.scan",
     "deployments.repository.watch", "deployments.repository.events", "deployments.repository.status",
     "deployments.dataplane.auth", "deployments.dataplane.table", "deployments.dataplane.batching",
     "deployments.control.plan", "deployments.control.state", "deployments.control.views",

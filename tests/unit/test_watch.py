@@ -105,7 +105,7 @@ def test_config_as_json_reads_like_config_pbtxt() -> None:
     assert config.dynamic_batching.max_queue_delay_microseconds == 100
     with pytest.raises(ConfigError, match="max_batch_size"):
         parse_config_json('{"max_batch_size": "many"}', "m load request", "m")
-    with pytest.raises(ConfigError, match="not valid JSON"):
+    with pytest.raises(ConfigError, match="m load request: Failed to load JSON"):
         parse_config_json("{", "m load request", "m")
     with pytest.raises(ConfigError, match="differs from the folder name"):
         parse_config_json('{"name": "other"}', "m load request", "m")

@@ -1,0 +1,123 @@
+"""The command line of ``infergrid``: our own flags, and ``tritonserver``'s for the same things.
+
+A Triton user keeps the command line they run today: ``infergrid serve --model-repository DIR
+--http-port 8000 --grpc-port 8001 --metrics-port 8002`` means what it means to ``tritonserver``.
+Triton's spellings and ours are aliases of one option (``--model-repository`` = ``--repository``,
+``--http-port`` = ``--port``, ``--http-address`` = ``--host``); Triton's booleans take its forms
+(``--strict-model-config=false``, ``--exit-on-error true``, or the bare flag for true).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+__all__ = ["build_parser", "check_args", "boolean"]
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def boolean(text: str) -> bool:
+    """A Triton boolean flag value."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_boolean(parser: argparse.ArgumentParser, flag: str, default: bool, text: str) -> None:
+    parser.add_argument(flag, type=boolean, nargs="?", const=True, default=default, metavar="BOOL", help=text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repository", "--model-repository", dest="repositories", action="append", required=True,
+                   metavar="DIR", help="model repository folder (Triton: --model-repository)")
+    p.add_argument("--host", "--http-address", dest="host", default="127.0.0.1",
+                   help="HTTP address (default 127.0.0.1; Triton: --http-address)")
+    p.add_argument("--port", "--http-port", dest="port", type=int, default=8000,
+                   help="HTTP port (default 8000; Triton: --http-port)")
+    p.add_argument("--front-door-replicas", type=int, default=1, metavar="N",
+                   help="front-door replicas, sharing the port with SO_REUSEPORT (default 1)")
+    p.add_argument("--api-keys", metavar="FILE",
+                   help='JSON object mapping each API key to its role, "inference" or "management" '
+                        "(default: the INFERGRID_API_KEYS variable; none: no authentication)")
+    p.add_argument("--open-endpoints", default="health,metrics,docs", metavar="GROUPS",
+                   help="what answers without a key when keys are set: any of health, metrics, docs, "
+                        "or none (default health,metrics,docs)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve on a non-loopback address without API keys (a proxy in front authenticates)")
+
+
+def _serve_only(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grpc-port", type=int, default=8001,
+                   help="KServe v2 gRPC port (tritonclient.grpc; default 8001, 0: off)")
+    p.add_argument("--grpc-address", default=None, help="gRPC address (default: the HTTP address)")
+    p.add_argument("--metrics-port", type=int, default=8002,
+                   help="a port that serves only /metrics, as Triton's (default 8002, 0: off); "
+                        "/metrics is on the HTTP port too")
+    p.add_argument("--metrics-address", default=None, help="metrics address (default: the HTTP address)")
+    _add_boolean(p, "--allow-grpc", True, "false: no gRPC server (as --grpc-port 0)")
+    _add_boolean(p, "--allow-metrics", True, "false: no metrics port")
+    p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",
+                   help="poll: follow the repository (default); none: load at start only; "
+                        "explicit: only the load/unload API changes what is served")
+    p.add_argument("--repository-poll-secs", type=float, default=1.0,
+                   help="seconds between repository polls, and how long new files must be unchanged "
+                        "before they load (default 1)")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="explicit mode: load this model at start ('*' for all); repeatable")
+    _add_boolean(p, "--strict-model-config", False,
+                 "true: every model needs a config.pbtxt with its platform or backend, inputs and outputs "
+                 "(nothing is completed from the model); default false, as Triton's")
+    _add_boolean(p, "--exit-on-error", False,
+                 "true: stop with exit status 1 when a model fails to load at start (Triton's default is "
+                 "true; infergrid's is false: the other models serve)")
+    p.add_argument("--log-verbose", type=int, default=0, metavar="LEVEL", help="> 0: debug logging")
+
+
+def build_parser(serve: Callable, config: Callable, models: Callable) -> argparse.ArgumentParser:
+    """The ``infergrid`` parser; each sub-command's function becomes ``args.func``."""
+    parser = argparse.ArgumentParser(prog="infergrid",
+                                     description="Serve a Triton-layout model repository on Ray Serve.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (("serve", serve, "serve a repository"),
+                             ("config", config, "print a Serve config for a repository")):
+        p = sub.add_parser(name, help=text)
+        p.set_defaults(func=func)
+        _common(p)
+        if name == "config":
+            p.add_argument("-o", "--output", help="write here instead of stdout")
+        else:
+            _serve_only(p)
+    m = sub.add_parser("models", help="list, load or unload models of a running server")
+    m.add_argument("action", choices=("list", "load", "unload"))
+    m.add_argument("name", nargs="?", help="model name (load, unload)")
+    m.add_argument("--url", default="http://127.0.0.1:8000", help="server address (default http://127.0.0.1:8000)")
+    m.add_argument("--config", help="load: a JSON model config file that overrides config.pbtxt")
+    m.add_argument("--version", type=int, help="unload: only this version")
+    m.add_argument("--api-key", help="a management API key (default: the INFERGRID_API_KEY variable; "
+                                     "prefer the variable: arguments show in ps)")
+    m.set_defaults(func=models)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Settle what the flags say together (exits with a usage error when they disagree)."""
+    if args.command not in ("serve", "config"):
+        return args
+    if len(args.repositories) > 1:
+        parser.error("infergrid serves one model repository: give --model-repository once "
+                     f"(got {len(args.repositories)})")
+    args.repository = args.repositories[0]
+    if args.command == "serve":
+        if args.repository_poll_secs <= 0:
+            parser.error("--repository-poll-secs must be > 0")
+        if not args.allow_grpc:
+            args.grpc_port = 0
+        if not args.allow_metrics:
+            args.metrics_port = 0
+        args.grpc_address = args.grpc_address or args.host
+        args.metrics_address = args.metrics_address or args.host
+    return args
