@@ -10,7 +10,7 @@ batching, the call to the version's replicas, request timeouts and metrics all s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from deployments.observability.metrics import Recorder, triton_statistics
 from deployments.protocol.limits import RequestLimits, check_body_size
 from deployments.protocol.triton_config import effective_config
 
-__all__ = ["DataPlane", "Servable", "ModelDescription", "InferOutcome"]
+__all__ = ["DataPlane", "Servable", "ModelDescription", "InferOutcome", "served_versions"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,15 @@ class InferOutcome:
 
     version: int
     outputs: dict[str, np.ndarray]
+
+
+async def served_versions(describe: Callable[[None], Awaitable[ModelDescription]]) -> tuple[str, ...]:
+    """The versions a model serves now, by its ``describe`` (none when it serves nothing): as in
+    Triton, statistics list each of them, with zeros before its first request."""
+    try:
+        return (await describe(None)).versions
+    except Exception:  # noqa: BLE001 - not serving now: statistics show only what was counted
+        return ()
 
 
 class Servable(Protocol):
@@ -127,8 +136,5 @@ class DataPlane:
     async def statistics(self, version: str | None = None) -> dict:
         """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
         merged = await hub_handle().collect.remote()
-        try:
-            served = (await self.servable.describe_model(None)).versions
-        except Exception:  # noqa: BLE001 - not serving now: only what was counted
-            served = ()
+        served = await served_versions(self.servable.describe_model)
         return triton_statistics(merged, self.model, version, served)

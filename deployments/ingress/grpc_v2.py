@@ -25,6 +25,7 @@ import grpc
 from tritonclient.grpc import service_pb2_grpc
 
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded, status_of, unwrap_error
+from deployments.dataplane.plane import served_versions
 from deployments.ingress.gateway import Door, Gateway
 from deployments.ingress.loops import LoopThread, run_on
 from deployments.ingress.v2_http import request_timeout_s
@@ -163,12 +164,7 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         merged = await hub_handle().collect.remote()
         door = self._gateway.door(request.name) if request.name else None
-        served: tuple[str, ...] = ()
-        if door is not None:
-            try:  # each served version has an entry, zeros before its first request (as in Triton)
-                served = (await door.describe(None)).versions
-            except Exception:  # noqa: BLE001 - not serving now: only what was counted
-                pass
+        served = await served_versions(door.describe) if door is not None else ()
         return statistics_message(triton_statistics(merged, request.name or None, request.version or None, served))
 
     @_rpc("management")

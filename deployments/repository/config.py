@@ -241,8 +241,8 @@ def parse_config(text: str, source: str, model_name: str) -> ModelConfig:
 
 
 def parse_config_json(text: str, source: str, model_name: str) -> ModelConfig:
-    """Parse a config given as JSON in Triton's mapping (the load API's ``parameters.config``,
-    ``config.json``): camelCase or snake_case field names, 64-bit integers as numbers or strings.
+    """Parse a config given as JSON in Triton's mapping (the load API's ``parameters.config``):
+    camelCase or snake_case field names, 64-bit integers as numbers or strings.
 
     Raises:
         ConfigError: not a JSON ``ModelConfig`` object, or a field's value is invalid.

@@ -22,8 +22,7 @@ from tritonclient.grpc import model_config_pb2
 
 from backends.errors import ConfigError
 
-__all__ = ["TextMessage", "parse_text", "parse_json", "from_dict", "to_dict", "to_fields", "to_triton_json",
-           "empty_config"]
+__all__ = ["TextMessage", "parse_text", "parse_json", "from_dict", "to_dict", "to_fields", "to_triton_json"]
 
 # Every field maps to a list of values (one for a singular field); nested messages are dicts of the
 # same form; enums are their value names; maps are lists of ``{"key": [k], "value": [v]}`` entries.
@@ -31,11 +30,6 @@ TextMessage = dict[str, list[Any]]
 
 _INT64_TYPES = frozenset({FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
                           FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64})
-
-
-def empty_config() -> model_config_pb2.ModelConfig:
-    """A ``ModelConfig`` with nothing set (a model folder without config.pbtxt)."""
-    return model_config_pb2.ModelConfig()
 
 
 def parse_text(text: str, source: str) -> model_config_pb2.ModelConfig:
