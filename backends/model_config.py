@@ -18,6 +18,7 @@ __all__ = [
     "VersionPolicy",
     "ModelConfig",
     "TRITON_PLATFORM_NAMES",
+    "TRITON_PYTHON",
     "COMPOSITE_PLATFORMS",
     "EnsembleStep",
 ]
@@ -33,6 +34,9 @@ PLATFORMS: dict[str, str] = {
     "ensemble": "ensemble",
     "python": "python",
 }
+# ``backend: "python"`` is infergrid's Pipeline when its parameters name one (``pipeline``), else
+# Triton's Python backend: a model whose version folders hold a ``model.py``.
+TRITON_PYTHON = "triton_python"
 # Platforms whose "model" is a composition of other models (no model files of their own).
 COMPOSITE_PLATFORMS = frozenset({"ensemble", "python"})
 
@@ -159,4 +163,5 @@ TRITON_PLATFORM_NAMES: dict[str, str] = {
     "tensorflow": "tensorflow_savedmodel",
     "ensemble": "ensemble",
     "python": "python",
+    TRITON_PYTHON: "python",
 }

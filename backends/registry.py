@@ -20,12 +20,14 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("backends.onnx_backend", "OnnxBackend", "onnxruntime"),
     "pytorch": ("backends.torch_backend", "TorchBackend", "torch"),
     "tensorflow": ("backends.tf_backend", "TensorFlowBackend", "tensorflow"),
+    "triton_python": ("backends.triton_python.backend", "TritonPythonBackend", "numpy"),
 }
 # Kept beside the table so detection needs no framework import; each backend class repeats them.
 _FILES: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("model.onnx",),
     "pytorch": ("model.pt", "model.pt2"),
     "tensorflow": ("model.savedmodel", "."),
+    "triton_python": ("model.py",),
 }
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from deployments.dataplane.table import Route, ServedModel, Watcher, routes_token
+from deployments.dataplane.table import Route, ServedModel, Watcher, is_single_replica_group, routes_token
 from deployments.names import FRONT_DOOR_APP, FRONT_DOOR_DEPLOYMENT
 
 __all__ = ["TablePublisher", "ServedModels", "WATCH_TIMEOUT_S", "ACK_TIMEOUT_S"]
@@ -76,7 +76,7 @@ class TablePublisher:
 
         Those are the front-door replicas and the replicas of every ensemble or pipeline
         that has ``model`` as a member, counted per (application, deployment) against how many
-        replicas of it run.
+        replicas of it run, and each replica whose BLS calls reach ``model`` (a group of one).
         """
         token = routes_token(routes)
         deadline = time.monotonic() + ACK_TIMEOUT_S
@@ -88,7 +88,8 @@ class TablePublisher:
             self._seen[model] = seen
             groups = {s.group for s in seen.values()} | {_FRONT_DOOR}
             if set(expected) != groups:
-                expected = await count_replicas(groups)
+                expected = await count_replicas(g for g in groups if not is_single_replica_group(g))
+                expected.update({g: 1 for g in groups if is_single_replica_group(g)})
             acked = dict.fromkeys(groups, 0)
             for s in seen.values():
                 acked[s.group] += s.token == token

@@ -11,7 +11,8 @@ a replica is idle. The rules here are Triton's:
 * at most ``max_concurrent`` batches are in flight (the version's replicas, times the batches
   each may hold), so a loaded model gets full batches instead of many small ones.
 
-Rows whose caller gave up (a cancelled future) are dropped before a batch is formed.
+Rows whose caller gave up (a cancelled future) are dropped before a batch is formed. An item may
+weigh several rows (a whole request of a Python model): a batch then holds items up to the row limit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Batcher(Generic[T, R]):
 
     Args:
         run: runs one batch.
-        max_rows: the most items in one batch.
+        max_rows: the most rows in one batch (an item is one row unless submitted with more).
         delay_s: how long the oldest item may wait for a fuller batch (0: never wait for more).
         max_concurrent: batches in flight at once.
     """
@@ -41,7 +42,8 @@ class Batcher(Generic[T, R]):
     def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_rows: int, delay_s: float = 0.0,
                  max_concurrent: int = 1) -> None:
         self._run = run
-        self._queue: deque[tuple[T, asyncio.Future, float]] = deque()
+        self._queue: deque[tuple[T, asyncio.Future, float, int]] = deque()
+        self._queued_rows = 0
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._soon = False
@@ -56,10 +58,11 @@ class Batcher(Generic[T, R]):
     def __len__(self) -> int:
         return len(self._queue)
 
-    def submit(self, item: T) -> asyncio.Future:
-        """Queue ``item``; the future resolves to its result (or its batch's exception)."""
+    def submit(self, item: T, rows: int = 1) -> asyncio.Future:
+        """Queue ``item`` (``rows`` rows); the future resolves to its result (or its batch's exception)."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future, time.monotonic()))
+        self._queue.append((item, future, time.monotonic(), rows))
+        self._queued_rows += rows
         self._schedule()
         return future
 
@@ -67,7 +70,7 @@ class Batcher(Generic[T, R]):
         if self._running >= self.max_concurrent or not self._queue:
             return
         loop = asyncio.get_running_loop()
-        if len(self._queue) >= self.max_rows:
+        if self._queued_rows >= self.max_rows:
             self._flush()
             return
         if self.delay_s <= 0:
@@ -94,10 +97,13 @@ class Batcher(Generic[T, R]):
             self._timer = None
         while self._running < self.max_concurrent and self._queue:
             batch: list[tuple[T, asyncio.Future]] = []
-            while self._queue and len(batch) < self.max_rows:
-                item, future, _ = self._queue.popleft()
+            rows = 0
+            while self._queue and (not batch or rows + self._queue[0][3] <= self.max_rows):
+                item, future, _, weight = self._queue.popleft()
+                self._queued_rows -= weight
                 if not future.done():  # done: its caller gave up (cancelled)
                     batch.append((item, future))
+                    rows += weight
             if not batch:
                 continue
             self._running += 1

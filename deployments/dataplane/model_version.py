@@ -35,6 +35,9 @@ class VersionInfo:
     signature: ModelSignature
     max_batch_size: int
     device: str
+    # Triton's Python backend: requests reach ``infer_requests`` whole (a list per batch, one
+    # result or error each) instead of stacked into one batch.
+    whole_requests: bool = False
 
     @property
     def triton_platform(self) -> str:
@@ -63,28 +66,56 @@ def _device() -> str:
     return "cuda:0" if ray.get_gpu_ids() else "cpu"
 
 
+def _replica_rank() -> int:
+    """This replica's index among its deployment's replicas (0 where Serve does not say)."""
+    from ray import serve
+
+    try:
+        rank = serve.get_replica_context().rank
+        return int(getattr(rank, "rank", rank) or 0)
+    except Exception:  # noqa: BLE001 - outside a replica, or an older Serve
+        return 0
+
+
 class ModelVersion:
     """One (model, version): load, warm, and run batches handed over by the endpoint."""
 
     def __init__(self, model: str, version: int, version_dir: str, config: ModelConfig, threads: int = 1) -> None:
         device = _device()
         self._backend = create_backend(config, Path(version_dir), device, threads)
+        whole_requests = bool(getattr(self._backend, "handles_requests", False))
+        if whole_requests:  # Triton's name of this instance: <group>_<index>
+            self._backend.instance_name = f"{model}_0_{_replica_rank()}"
         self._backend.load()
-        try:
-            self._backend.predict(warmup_inputs(self._backend.signature))
-        except ServingError as exc:
-            raise BackendLoadError(f"{model} version {version}: warm-up inference failed: {exc}") from exc
-        self._info = VersionInfo(model, version, config.platform, self._backend.signature, config.max_batch_size,
-                                 device)
+        if not whole_requests:  # a Python model is warmed only by its model_warmup, as in Triton
+            try:
+                self._backend.predict(warmup_inputs(self._backend.signature))
+            except ServingError as exc:
+                raise BackendLoadError(f"{model} version {version}: warm-up inference failed: {exc}") from exc
+        max_batch_size = getattr(self._backend, "max_batch_size", config.max_batch_size)
+        self._info = VersionInfo(model, version, config.platform, self._backend.signature, max_batch_size, device,
+                                 whole_requests)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
-        self._gpu_reporting = device == "cpu"  # True once started; CPU replicas have nothing to report
+        self._started = False  # set on the first call, which runs on the replica's event loop
 
-    def _start_gpu_reporting(self) -> None:
-        """GPU utilisation, memory and fragmentation, sampled before each report (GPU replicas only;
-        started on the first call, which runs on the replica's event loop)."""
+    def _start(self) -> None:
+        """On the first call: GPU samples (GPU replicas) and a Python model's BLS calls, both counted
+        by one recorder reported to the metrics hub."""
+        self._started = True
+        on_gpu, bls = self._info.device != "cpu", self._info.whole_requests
+        if not (on_gpu or bls):
+            return
         from deployments.observability.hub import replica_recorder
 
-        self._gpu_reporting = True
+        recorder = replica_recorder(True, self._gpu_sampler() if on_gpu else None)
+        if bls:
+            from backends.triton_python import utils
+            from deployments.dataplane.bls import BlsCalls
+
+            utils.connect_bls(BlsCalls(self._info.model, recorder).submit)
+
+    def _gpu_sampler(self):
+        """GPU utilisation, memory and fragmentation, sampled before each report."""
         device = self._info.device
         # The node and the physical GPU Ray gave this replica: the label dashboards show.
         import ray
@@ -95,14 +126,22 @@ class ModelVersion:
         def sample(recorder) -> None:
             for name, value in gpu_samples(device).items():
                 recorder.set(name, (label,), value)
-        replica_recorder(True, sample)
+        return sample
 
     async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one stacked batch (already validated by the endpoint)."""
-        if not self._gpu_reporting:
-            self._start_gpu_reporting()
+        if not self._started:
+            self._start()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._backend.predict, inputs)
+
+    async def infer_requests(self, requests: list[dict[str, np.ndarray]]) -> list:
+        """Run one batch of whole requests (a Python model's ``execute``): per request its outputs
+        or its error (a ``ServingError`` value, so the others of the batch still get their answers)."""
+        if not self._started:
+            self._start()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._backend.execute_requests, requests)
 
     async def describe(self) -> VersionInfo:
         """Signature and batching settings of this version."""

@@ -19,7 +19,8 @@ from backends.errors import ModelNotFound, ModelNotReady
 from backends.model_config import ModelConfig
 from deployments.protocol.limits import RequestLimits
 
-__all__ = ["Route", "ServedModel", "Watcher", "routes_token", "route_for", "batch_settings", "select_version"]
+__all__ = ["Route", "ServedModel", "Watcher", "bls_watcher", "is_single_replica_group", "routes_token", "route_for",
+           "batch_settings", "select_version"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ class Watcher:
     @property
     def group(self) -> tuple[str, str]:
         return self.app, self.deployment
+
+
+BLS_GROUP_MARK = "#bls:"  # in a watcher's deployment: a group of one replica (its BLS calls)
+
+
+def bls_watcher(replica: Watcher) -> Watcher:
+    """How a replica follows the models its BLS calls reach: as a group of its own, because a
+    Python model follows a model only once it calls it, so its deployment's other replicas may not."""
+    return Watcher(replica.replica, replica.app, f"{replica.deployment}{BLS_GROUP_MARK}{replica.replica}")
+
+
+def is_single_replica_group(group: tuple[str, str]) -> bool:
+    """True for a ``bls_watcher`` group: one replica, never counted through Serve."""
+    return BLS_GROUP_MARK in group[1]
 
 
 def batch_settings(config: ModelConfig) -> tuple[int, int]:

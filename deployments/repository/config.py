@@ -20,6 +20,7 @@ from backends.dtypes import config_to_v2
 from backends.errors import ConfigError
 from backends.model_config import (
     PLATFORMS,
+    TRITON_PYTHON,
     DynamicBatching,
     EnsembleStep,
     InstanceGroup,
@@ -271,7 +272,10 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
         names = [t.name for t in tensors]
         if len(set(names)) != len(names):
             raise reader.fail(field, f"duplicate names in {names}")
+    parameters = _parameters(reader)
     platform = _platform(reader) or ""
+    if platform == "python" and "pipeline" not in parameters:
+        platform = TRITON_PYTHON  # Triton's Python backend: <version>/model.py
     return ModelConfig(
         name=name,
         platform=platform,
@@ -282,7 +286,7 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
         instance_group=tuple(_instance_group(r) for r in reader.children("instance_group")),
         version_policy=_version_policy(reader.child("version_policy")),
         default_model_filename=reader.one("default_model_filename", str),
-        parameters=_parameters(reader),
+        parameters=parameters,
         ensemble_steps=_ensemble_steps(reader, platform),
         warnings=tuple(warnings),
         triton=triton,

@@ -127,8 +127,9 @@ def _int64_as_numbers(message: Message, rendered: dict) -> dict:
 
 
 def to_dict(message: Message) -> dict:
-    """The fields set in ``message`` as protobuf JSON with the proto's names (what ``from_dict`` reads)."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """The fields set in ``message`` as Triton's JSON: the proto's names, 64-bit integers as numbers
+    (what ``from_dict`` reads, and what a Python model's ``initialize`` gets)."""
+    return _int64_as_numbers(message, json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
 def to_triton_json(message: Message) -> dict:

@@ -129,5 +129,5 @@ def test_json_configs_take_triton_mapping_camel_or_snake_case() -> None:
 
 def test_parsed_config_keeps_triton_form() -> None:
     config = parse_config(FULL, "m/config.pbtxt", "m")
-    assert config.triton["max_batch_size"] == 16 and config.triton["input"][0]["dims"] == ["-1", "4"]
+    assert config.triton["max_batch_size"] == 16 and config.triton["input"][0]["dims"] == [-1, 4]
     assert config.triton["dynamic_batching"]["preferred_batch_size"] == [4, 8]
