@@ -2,16 +2,18 @@
 
 KServe v2 (and Triton's HTTP API) name tensors' types ``FP32``, ``BYTES``...; Triton's config.pbtxt
 spells the same types ``TYPE_FP32``, ``TYPE_STRING``...; backends hand us numpy arrays. BYTES tensors
-are numpy ``object`` arrays of ``bytes``, as Triton's own client builds them.
+are numpy ``object`` arrays of ``bytes``, as Triton's own client builds them; BF16 tensors are
+``ml_dtypes.bfloat16`` arrays.
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from backends.errors import ConfigError, InputMismatch
 
-__all__ = ["V2_DATATYPES", "config_to_v2", "v2_to_numpy", "numpy_to_v2"]
+__all__ = ["V2_DATATYPES", "config_to_v2", "v2_to_numpy", "numpy_to_v2", "is_bfloat16"]
 
 _V2_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -27,6 +29,7 @@ _V2_TO_NUMPY: dict[str, np.dtype] = {
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(np.object_),
+    "BF16": np.dtype(ml_dtypes.bfloat16),  # numpy has no bfloat16; ml_dtypes' is what tritonclient and TF use
 }
 V2_DATATYPES: tuple[str, ...] = tuple(_V2_TO_NUMPY)
 _NUMPY_TO_V2 = {dtype: name for name, dtype in _V2_TO_NUMPY.items()}
@@ -58,6 +61,11 @@ def v2_to_numpy(datatype: str) -> np.dtype:
     except (KeyError, TypeError):
         raise InputMismatch(
             f"unknown datatype {datatype!r}; expected one of {', '.join(V2_DATATYPES)}") from None
+
+
+def is_bfloat16(dtype: np.dtype) -> bool:
+    """True for ``ml_dtypes.bfloat16`` (numpy sees it as a 2-byte opaque ``V`` type)."""
+    return np.dtype(dtype) == _V2_TO_NUMPY["BF16"]
 
 
 def numpy_to_v2(dtype: np.dtype) -> str:

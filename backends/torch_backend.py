@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from backends.base import Backend
-from backends.dtypes import v2_to_numpy
+from backends.dtypes import is_bfloat16, v2_to_numpy
 from backends.errors import BackendLoadError
 
 __all__ = ["TorchBackend"]
@@ -45,7 +45,11 @@ class TorchBackend(Backend):
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         if not array.flags.writeable:
             array = array.copy()
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self._device, non_blocking=True)
+        if is_bfloat16(array.dtype):  # torch cannot read numpy's bfloat16: the same 2 bytes, viewed
+            tensor = torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = tensor.to(self._device, non_blocking=True)
         return tensor.half() if self._half and tensor.is_floating_point() else tensor
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -58,12 +62,17 @@ class TorchBackend(Backend):
             values = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(values) != len(self.signature.outputs):
             raise ValueError(f"model returned {len(values)} outputs, config declares {len(self.signature.outputs)}")
-        return {
-            spec.name: value.detach().cpu().numpy().astype(v2_to_numpy(spec.datatype), copy=False)
-            for spec, value in zip(self.signature.outputs, values)
-        }
+        return {spec.name: _to_numpy(value, spec.datatype) for spec, value in zip(self.signature.outputs, values)}
 
     def unload(self) -> None:
         self._module = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _to_numpy(value: torch.Tensor, datatype: str) -> np.ndarray:
+    """An output as the declared v2 type (bfloat16 through its bytes: numpy cannot take torch's)."""
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16:
+        return value.view(torch.int16).numpy().view(v2_to_numpy("BF16")).astype(v2_to_numpy(datatype), copy=False)
+    return value.numpy().astype(v2_to_numpy(datatype), copy=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.dtypes import v2_to_numpy
+from backends.dtypes import is_bfloat16, v2_to_numpy
 from backends.errors import InputMismatch
 
 __all__ = ["array_from_json", "array_to_json", "array_from_binary", "array_to_binary"]
@@ -81,6 +81,8 @@ def array_to_json(array: np.ndarray) -> list:
     """Flat, row-major JSON values; BYTES become strings (UTF-8) as Triton returns them."""
     if array.dtype == np.object_ or array.dtype.kind in ("S", "U"):
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    if is_bfloat16(array.dtype):  # its scalars are not JSON numbers; every bfloat16 is exact in float32
+        return array.astype(np.float32).ravel().tolist()
     return array.ravel().tolist()
 
 

@@ -22,7 +22,7 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MODELS = Path(__file__).parent / "python_models"
-NAMES = ("py_add_sub", "py_batcher", "py_fails", "py_bls")
+NAMES = ("py_add_sub", "py_batcher", "py_fails", "py_bls", "py_bf16")
 
 
 def _place(repository: Path, source: Path, name: str, model_py: str | None = None) -> Path:
@@ -126,6 +126,22 @@ def test_an_async_bls_model_calls_two_models_in_parallel(http, grpc) -> None:
         np.testing.assert_allclose(result.as_numpy("fraud_probability"), fraud, rtol=1e-5)
         np.testing.assert_allclose(result.as_numpy("credit_score"), credit, rtol=1e-5)
         np.testing.assert_array_equal(result.as_numpy("approved"), (fraud < 0.5) & (credit > 0.0))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bf16_tensors_in_and_out(protocol: str, http, grpc) -> None:
+    """BF16 travels as raw bytes (tritonclient sends it binary only), as ml_dtypes.bfloat16 arrays."""
+    import ml_dtypes
+
+    client, module = (http, httpclient) if protocol == "http" else (grpc, grpcclient)
+    x = np.array([[0.5, -1.25, 3.0], [1.0, 2.0, 4.0]], dtype=ml_dtypes.bfloat16)
+    tensor = module.InferInput("X", list(x.shape), "BF16")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("py_bf16", [tensor])
+    y = result.as_numpy("Y")
+    output = result.get_output("Y")
+    assert (output["datatype"] if protocol == "http" else output.datatype) == "BF16"
+    np.testing.assert_array_equal(np.asarray(y, dtype=np.float32), np.asarray(x, dtype=np.float32) * 2)
 
 
 def test_a_python_model_that_does_not_import_is_unavailable_with_the_reason(url: str, python_models: dict) -> None:

@@ -69,6 +69,26 @@ def test_torch_export_program(tmp_path: Path) -> None:
     np.testing.assert_allclose(backend.predict({"x": x})["y"], expected, rtol=1e-6)
 
 
+def test_torchscript_bf16_in_and_out(tmp_path: Path) -> None:
+    """BF16 tensors reach torch as torch.bfloat16 and come back as ml_dtypes.bfloat16."""
+    import ml_dtypes
+    import torch
+
+    class Double(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.dtype == torch.bfloat16
+            return x * 2
+
+    (tmp_path / "half" / "1").mkdir(parents=True)
+    torch.jit.script(Double()).save(str(tmp_path / "half" / "1" / "model.pt"))
+    (tmp_path / "half" / "config.pbtxt").write_text(
+        'backend: "pytorch" max_batch_size: 4 input [ { name: "x" data_type: TYPE_BF16 dims: [ 2 ] } ] '
+        'output [ { name: "y" data_type: TYPE_BF16 dims: [ 2 ] } ]')
+    x = np.array([[1.5, -3.0]], dtype=ml_dtypes.bfloat16)
+    y = backend_for(tmp_path, "half").predict({"x": x})["y"]
+    assert y.dtype == ml_dtypes.bfloat16 and y.astype(np.float32).tolist() == [[3.0, -6.0]]
+
+
 def test_corrupt_file_is_a_load_error_naming_the_model(tmp_path: Path) -> None:
     (tmp_path / "bad" / "1").mkdir(parents=True)
     (tmp_path / "bad" / "1" / "model.onnx").write_bytes(b"not a model")
