@@ -27,6 +27,7 @@ from deployments.dataplane.table import Route, ServedModel, route_for
 from deployments.ingress.front_door import FrontDoor, Listen
 from deployments.names import FRONT_DOOR_DEPLOYMENT, VERSION_DEPLOYMENT, endpoint_app, version_app
 from deployments.observability.hub import metrics_enabled
+from deployments.protocol.classification import read_labels
 from deployments.protocol.limits import limits_for
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.repository.status import ModelStatus, static_statuses
@@ -112,7 +113,7 @@ def served_model(entry: ModelEntry, app: str = "") -> ServedModel:
     config = entry.config
     assert config is not None
     return ServedModel(entry.name, bool(config.composite), app, metrics_enabled(config), limits_for(config),
-                       config.triton)
+                       config.triton, read_labels(entry.path, config.triton))
 
 
 def front_door_application(listen: Listen, replicas: int = 1, controller: str | None = None,

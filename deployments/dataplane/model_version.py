@@ -1,7 +1,8 @@
 """The model deployment: replicas that hold one model version and run stacked batches.
 
-The constructor loads the backend and runs one real inference before the replica reports healthy,
-so Serve never routes to a version that cannot answer. Framework calls run on one worker thread per
+The constructor loads the backend and runs real inferences (the config's ``model_warmup``, else one
+zero-filled row) before the replica reports healthy, so Serve never routes to a version that cannot
+answer. Framework calls run on one worker thread per
 replica, off the event loop; one batch at a time, since the framework already uses every core the
 replica holds.
 """
@@ -20,6 +21,7 @@ from backends.gpu import gpu_samples
 from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
+from backends.warmup import WarmupSample, warmup_samples
 
 __all__ = ["ModelVersion", "VersionInfo", "warmup_inputs"]
 
@@ -87,16 +89,24 @@ class ModelVersion:
         if whole_requests:  # Triton's name of this instance: <group>_<index>
             self._backend.instance_name = f"{model}_0_{_replica_rank()}"
         self._backend.load()
-        if not whole_requests:  # a Python model is warmed only by its model_warmup, as in Triton
-            try:
-                self._backend.predict(warmup_inputs(self._backend.signature))
-            except ServingError as exc:
-                raise BackendLoadError(f"{model} version {version}: warm-up inference failed: {exc}") from exc
+        self._warm_up(model, version, warmup_samples(config.triton, Path(version_dir).parent), whole_requests)
         max_batch_size = getattr(self._backend, "max_batch_size", config.max_batch_size)
         self._info = VersionInfo(model, version, config.platform, self._backend.signature, max_batch_size, device,
                                  whole_requests)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
         self._started = False  # set on the first call, which runs on the replica's event loop
+
+    def _warm_up(self, model: str, version: int, samples: list[WarmupSample], whole_requests: bool) -> None:
+        """Run the config's ``model_warmup`` samples, else one zero-filled row (a Python model:
+        nothing, as in Triton), before the replica reports healthy; a failure fails the load."""
+        if not samples and not whole_requests:
+            samples = [WarmupSample("zero-filled row", warmup_inputs(self._backend.signature), 1)]
+        for sample in samples:
+            try:
+                for _ in range(sample.count):
+                    self._backend.predict(sample.inputs)
+            except ServingError as exc:
+                raise BackendLoadError(f"{model} version {version}: warm-up {sample.name!r} failed: {exc}") from exc
 
     def _start(self) -> None:
         """On the first call: GPU samples (GPU replicas) and a Python model's BLS calls, both counted

@@ -86,15 +86,17 @@ class DataPlane:
         recorder: where refused requests are counted (None: not counted).
         triton_config: the model's config as parsed (``ModelConfig.triton``), completed from the
             model for ``model_config``; replaced in place when the config changes without a reload.
+        labels: class labels per output (``label_filename``), for outputs asked for with ``classification``.
     """
 
     def __init__(self, model: str, servable: Servable, limits: RequestLimits | None = None,
                  auth: AuthPolicy | None = None, recorder: Recorder | None = None,
-                 triton_config: Mapping | None = None) -> None:
+                 triton_config: Mapping | None = None, labels: Mapping | None = None) -> None:
         self.model = model
         self.servable = servable
         self.limits = limits or RequestLimits()
         self.triton_config: Mapping = triton_config or {}
+        self.labels: Mapping = labels or {}  # output -> class labels, for Triton's classification
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
 

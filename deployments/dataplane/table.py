@@ -56,6 +56,7 @@ class ServedModel:
     metrics: bool = True  # parameters.metrics: count its requests
     limits: RequestLimits = RequestLimits()
     config: dict = field(default_factory=dict)  # ModelConfig.triton: what GET .../config completes
+    labels: dict = field(default_factory=dict)  # output -> class labels (label_filename), for classification
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,8 @@ class Door:
         else:
             recorder = recorder if served.metrics else None
             self.router = ModelRouter(served.name, recorder=recorder)
-            self.api = V2HttpApi(DataPlane(served.name, self.router, served.limits, auth, recorder, served.config))
+            self.api = V2HttpApi(DataPlane(served.name, self.router, served.limits, auth, recorder, served.config,
+                                           served.labels))
 
     async def reply(self, request: HttpRequest, path: str, request_id: str) -> HttpReply:
         """``path`` below ``/v2/models/{model}``."""
@@ -108,7 +109,7 @@ class Door:
         """Take a changed ``config`` that needs no new door (batching, counts: applied by the table)."""
         self.served = served
         if self.api is not None:
-            self.api.plane.triton_config = served.config
+            self.api.plane.triton_config, self.api.plane.labels = served.config, served.labels
 
     async def ready(self, version: int | None = None) -> bool:
         try:
@@ -160,7 +161,7 @@ class Gateway:
         current = self._doors.get(served.name)
         if current is not None and current.served == served:
             return
-        if current is not None and replace(current.served, config=served.config) == served:
+        if current is not None and replace(current.served, config=served.config, labels=served.labels) == served:
             current.update_config(served)
             return
         door = Door(served, self._auth, self._recorder)

@@ -137,7 +137,7 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
                 CLIENT_ID.set(decoded.id)
             timeout_s = request_timeout_s(None, decoded.parameters.get("timeout"))
             version, outputs = await door.infer_versioned(decoded.inputs, decoded.version or None, timeout_s)
-            return encode_grpc_infer(decoded, str(version), outputs)
+            return encode_grpc_infer(decoded, str(version), outputs, door.served.labels, door.served.config)
         finally:
             door.inflight -= 1
             REQUEST_ID.reset(token)

@@ -30,7 +30,7 @@ __all__ = ["ServerApi", "server_version", "check_model_name"]
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
 _PIPELINE_PATH = re.compile(r"^/pipelines/(?P<model>[^/]+)$")
 _REPOSITORY_ACTION = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)$")
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
 
 def server_version() -> str:

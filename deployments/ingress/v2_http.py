@@ -131,7 +131,8 @@ class V2HttpApi:
             CLIENT_ID.set(infer_request.id)
         timeout_s = request_timeout_s(timeout_ms, infer_request.parameters.get("timeout"))
         outcome = await self.plane.infer(infer_request.inputs, version, timeout_s)
-        body, json_length = encode_infer_response(infer_request, self._model, str(outcome.version), outcome.outputs)
+        body, json_length = encode_infer_response(infer_request, self._model, str(outcome.version), outcome.outputs,
+                                                  self.plane.labels, self.plane.triton_config)
         if json_length is None:
             return HttpReply(200, body)
         return HttpReply(200, body, "application/octet-stream", {"Inference-Header-Content-Length": str(json_length)})

@@ -7,6 +7,7 @@ extension (``Inference-Header-Content-Length``), the ``outputs`` filter and ``id
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import orjson
 from backends.dtypes import V2_DATATYPES, numpy_to_v2
 from backends.errors import InputMismatch, InvalidRequest
 from backends.signature import ModelSignature
+from deployments.protocol.classification import classify_outputs, requested_count
 from deployments.protocol.limits import RequestLimits, check_body_size, check_elements, check_json_depth
 from deployments.protocol.tensors import array_from_binary, array_from_json, array_to_binary, array_to_json
 
@@ -27,10 +29,12 @@ HEADER_LENGTH = "inference-header-content-length"
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """One entry of the request's ``outputs``: a name and whether it comes back as binary."""
+    """One entry of the request's ``outputs``: a name, whether it comes back as binary, and its
+    ``classification`` count (0: the tensor itself)."""
 
     name: str
     binary: bool
+    classification: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ def _requested_outputs(header: dict) -> tuple[RequestedOutput, ...] | None:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise InvalidRequest(f"outputs[{index}].name is missing")
         params = entry.get("parameters") or {}
-        requested.append(RequestedOutput(entry["name"], bool(params.get("binary_data", False))))
+        count = requested_count(entry["name"], params["classification"]) if "classification" in params else 0
+        requested.append(RequestedOutput(entry["name"], bool(params.get("binary_data", False)), count))
     return tuple(requested)
 
 
@@ -193,8 +198,10 @@ def _select_outputs(request: InferRequest, outputs: dict[str, np.ndarray]) -> li
 
 
 def encode_infer_response(request: InferRequest, model_name: str, model_version: str,
-                          outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
-    """Encode the response body.
+                          outputs: dict[str, np.ndarray], labels: Mapping[str, Sequence[str]] | None = None,
+                          triton_config: Mapping | None = None) -> tuple[bytes, int | None]:
+    """Encode the response body; outputs asked for with ``classification`` become their top classes
+    (``labels`` per output, batch dimension per ``triton_config``).
 
     Returns:
         The body and, when any output is binary, the JSON header's length (for the
@@ -205,7 +212,10 @@ def encode_infer_response(request: InferRequest, model_name: str, model_version:
         response["id"] = request.id
     blobs: list[bytes] = []
     entries = []
-    for name, binary in _select_outputs(request, outputs):
+    selected = _select_outputs(request, outputs)
+    counts = {o.name: o.classification for o in request.outputs or () if o.classification}
+    outputs = classify_outputs(outputs, counts, labels or {}, triton_config or {})
+    for name, binary in selected:
         array = outputs[name]
         entry: dict[str, Any] = {"name": name, "datatype": numpy_to_v2(array.dtype), "shape": list(array.shape)}
         if binary:

@@ -8,6 +8,7 @@ in Triton's binary tensor layout); outputs always go back raw, as Triton sends t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 from backends.dtypes import V2_DATATYPES, numpy_to_v2, v2_to_numpy
 from backends.errors import InputMismatch, InvalidRequest
 from backends.signature import ModelSignature
+from deployments.protocol.classification import classify_outputs, requested_count
 from deployments.protocol.limits import RequestLimits, check_body_size, check_elements
 from deployments.protocol.tensors import array_from_binary, array_to_binary
 
@@ -38,12 +40,14 @@ GRPC_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_
 class GrpcInferRequest:
     """A decoded ``ModelInferRequest``: inputs by name, the outputs asked for (None: all), its id and parameters."""
 
-    __slots__ = ("model", "version", "id", "inputs", "outputs", "parameters")
+    __slots__ = ("model", "version", "id", "inputs", "outputs", "parameters", "classification")
 
     def __init__(self, model: str, version: str, request_id: str, inputs: dict[str, np.ndarray],
-                 outputs: list[str] | None, parameters: dict[str, Any]) -> None:
+                 outputs: list[str] | None, parameters: dict[str, Any],
+                 classification: dict[str, int] | None = None) -> None:
         self.model, self.version, self.id = model, version, request_id
         self.inputs, self.outputs, self.parameters = inputs, outputs, parameters
+        self.classification = classification or {}  # output -> class count (Triton's classification)
 
 
 def parameter_values(parameters: Any) -> dict[str, Any]:
@@ -100,16 +104,21 @@ def decode_grpc_infer(request: Any, limits: RequestLimits) -> GrpcInferRequest:
         inputs[name] = array_from_binary(name, datatype, shape, raw[index]) if raw \
             else _typed(name, datatype, shape, tensor.contents)
     outputs = [o.name for o in request.outputs] or None
+    counts = {o.name: requested_count(o.name, parameter_values(o.parameters)["classification"])
+              for o in request.outputs if "classification" in o.parameters}
     return GrpcInferRequest(request.model_name, request.model_version, request.id, inputs, outputs,
-                            parameter_values(request.parameters))
+                            parameter_values(request.parameters), counts)
 
 
-def encode_grpc_infer(request: GrpcInferRequest, version: str, outputs: dict[str, np.ndarray]) -> Any:
-    """The ``ModelInferResponse`` of ``outputs`` (those the request named, else all), raw contents."""
+def encode_grpc_infer(request: GrpcInferRequest, version: str, outputs: dict[str, np.ndarray],
+                      labels: Mapping[str, Sequence[str]] | None = None, triton_config: Mapping | None = None) -> Any:
+    """The ``ModelInferResponse`` of ``outputs`` (those the request named, else all), raw contents;
+    ``classification`` outputs as their top classes (see ``encode_infer_response``)."""
     names = request.outputs if request.outputs is not None else list(outputs)
     missing = [name for name in names if name not in outputs]
     if missing:
         raise InputMismatch(f"unknown output {missing[0]!r}; the model returns {', '.join(outputs)}")
+    outputs = classify_outputs(outputs, request.classification, labels or {}, triton_config or {})
     response = pb.ModelInferResponse(model_name=request.model, model_version=version, id=request.id)
     for name in names:
         array = outputs[name]

@@ -35,6 +35,7 @@ __all__ = ["parse_config", "parse_config_json", "load_config_file", "SUPPORTED_F
 SUPPORTED_FIELDS = frozenset({
     "name", "platform", "backend", "max_batch_size", "input", "output", "dynamic_batching",
     "instance_group", "version_policy", "default_model_filename", "parameters", "ensemble_scheduling",
+    "model_warmup",  # run by the version's replicas from ModelConfig.triton (backends.warmup)
 })
 _INSTANCE_KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
 
@@ -88,7 +89,7 @@ class _Reader:
 
 
 def _tensor(reader: _Reader, batching: bool) -> TensorConfig:
-    reader.warn_unknown({"name", "data_type", "dims", "reshape"})
+    reader.warn_unknown({"name", "data_type", "dims", "reshape", "label_filename"})
     name = reader.one("name", str)
     if not name:
         raise reader.fail("name", "missing")

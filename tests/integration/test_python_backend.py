@@ -22,17 +22,26 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MODELS = Path(__file__).parent / "python_models"
+# A warm-up sample read from a file (X = 13), which py_fails answers by failing the whole batch.
+COLD_WARMUP = """
+model_warmup [ { name: "unlucky" batch_size: 1
+  inputs { key: "X" value: { data_type: TYPE_INT32 dims: [ 1 ] input_data_file: "thirteen" } } } ]
+"""
 NAMES = ("py_add_sub", "py_batcher", "py_fails", "py_bls", "py_bf16")
 
 
-def _place(repository: Path, source: Path, name: str, model_py: str | None = None) -> Path:
+def _place(repository: Path, source: Path, name: str, model_py: str | None = None, config_extra: str = "",
+           files: dict[str, bytes] | None = None) -> Path:
     """Copy a model folder in atomically (the polling controller never sees half of it)."""
     staging = repository / f".staging-{name}"
     shutil.copytree(source, staging)
     config = staging / "config.pbtxt"
-    config.write_text(config.read_text().replace(f'name: "{source.name}"', f'name: "{name}"'))
+    config.write_text(config.read_text().replace(f'name: "{source.name}"', f'name: "{name}"') + config_extra)
     if model_py is not None:
         (staging / "1" / "model.py").write_text(model_py)
+    for relative, content in (files or {}).items():
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        (staging / relative).write_bytes(content)
     os.rename(staging, repository / name)
     return repository / name
 
@@ -42,13 +51,15 @@ def python_models(served: dict):
     repository, url = served["repository"], served["url"]
     placed = [_place(repository, MODELS / name, name) for name in NAMES]
     placed.append(_place(repository, MODELS / "py_add_sub", "py_broken", "def execute(self requests):\n"))
+    placed.append(_place(repository, MODELS / "py_fails", "py_cold", config_extra=COLD_WARMUP,
+                         files={"warmup/thirteen": np.array([13], np.int32).tobytes()}))
     for name in NAMES:
         wait_for(lambda n=name: requests.get(f"{url}/v2/models/{n}/ready", timeout=30).status_code == 200, 120,
                  f"{name} to serve")
     yield served
     for folder in placed:
         shutil.rmtree(folder, ignore_errors=True)
-    for name in (*NAMES, "py_broken"):
+    for name in (*NAMES, "py_broken", "py_cold"):
         wait_for(lambda n=name: not index_rows(url, n), 90, f"{name} to leave the repository index")
 
 
@@ -82,6 +93,23 @@ def test_a_plain_python_model_answers_and_gets_tritons_initialize_args(protocol:
     assert args["model_name"] == args["config_name"] == "py_add_sub" and args["model_version"] == "1"
     assert args["model_instance_kind"] in ("CPU", "GPU") and args["model_instance_name"] == "py_add_sub_0_0"
     assert Path(args["model_repository"]).name == "py_add_sub" and args["model_instance_device_id"] == "0"
+    assert args["calls_before"] >= 2  # model_warmup ran its sample twice before any request
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_classification_returns_the_top_classes_with_their_labels(protocol: str, http, grpc) -> None:
+    """Triton's classification extension: ``class_count`` on a requested output."""
+    client, module = (http, httpclient) if protocol == "http" else (grpc, grpcclient)
+    a, b = np.array([0.5, 3.0, -1.0, 2.0], np.float32), np.zeros(4, np.float32)
+    inputs = [_input(module, "INPUT0", a, "FP32"), _input(module, "INPUT1", b, "FP32")]
+    outputs = [module.InferRequestedOutput("OUTPUT0", class_count=2), module.InferRequestedOutput("OUTPUT1")]
+    result = client.infer("py_add_sub", inputs, outputs=outputs)
+    assert result.as_numpy("OUTPUT0").tolist() == [b"3.000000:1:east", b"2.000000:3:west"]
+    np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a)  # not asked to classify: the tensor
+    x = np.array([[1.0, 5.0], [7.0, 2.0]], np.float32)
+    batched = client.infer("py_batcher", [_input(module, "X", x, "FP32")],
+                           outputs=[module.InferRequestedOutput("Y", class_count=1)])
+    assert batched.as_numpy("Y").tolist() == [[b"10.000000:1"], [b"14.000000:0"]]  # per row, no labels
 
 
 def test_a_python_model_reports_its_config_and_metadata(http, grpc) -> None:
@@ -153,6 +181,15 @@ def test_a_python_model_that_does_not_import_is_unavailable_with_the_reason(url:
     with pytest.raises(InferenceServerException):
         httpclient.InferenceServerClient(url.removeprefix("http://")).infer(
             "py_broken", [_input(httpclient, "INPUT0", np.zeros(4, np.float32), "FP32")])
+
+
+def test_a_failing_model_warmup_keeps_the_version_from_serving(url: str, python_models: dict) -> None:
+    def reason() -> str:
+        rows = index_rows(url, "py_cold")
+        return rows[0].get("reason", "") if rows else ""
+    text = wait_for(reason, 120, "py_cold's warm-up to fail")
+    assert "warm-up 'unlucky' failed" in text and "13 is unlucky" in text, text
+    assert requests.get(f"{url}/v2/models/py_cold/ready", timeout=30).status_code != 200
 
 
 def test_finalize_runs_when_the_model_is_unloaded(python_models: dict) -> None:

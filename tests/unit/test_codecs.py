@@ -131,3 +131,22 @@ def test_unknown_requested_output_is_rejected() -> None:
         b'{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"outputs":[{"name":"nope"}]}')
     with pytest.raises(InputMismatch, match="unknown output 'nope'"):
         encode_infer_response(request, "m", "1", {"y": np.zeros(1, np.float32)})
+
+
+def test_classification_formats_top_classes_as_triton() -> None:
+    from deployments.protocol.classification import classify, classify_outputs
+
+    scores = np.array([[1, 5, 10, 4], [9, 0, 0, 1]], dtype=np.int32)
+    assert classify(scores, 2).tolist() == [[b"10:2", b"5:1"], [b"9:0", b"1:3"]]
+    assert classify(np.array([0.25, 0.75], np.float32), 5, ("cat", "dog"), batched=False).tolist() == \
+        [b"0.750000:1:dog", b"0.250000:0:cat"]
+    out = classify_outputs({"p": scores, "q": scores}, {"p": 1}, {}, {"max_batch_size": 0})
+    assert out["p"].tolist() == [b"10:2"] and out["q"] is scores  # no batch dimension: one ranking
+
+
+def test_classification_count_must_be_a_positive_integer() -> None:
+
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+            "outputs": [{"name": "y", "parameters": {"classification": "two"}}]}
+    with pytest.raises(InvalidRequest, match="'y': parameters.classification must be a positive integer"):
+        decode_infer_request(json.dumps(body).encode())

@@ -130,3 +130,23 @@ def test_pb_utils_helpers_follow_triton() -> None:
     assert error.message() == "nope" and error.code() == pb_utils.TritonError.NOT_FOUND
     with pytest.raises(ValueError, match="contradicts"):
         pb_utils.ModelConfig({"max_batch_size": 8}).set_max_batch_size(4)
+
+
+def test_model_warmup_samples_as_triton_builds_them(tmp_path: Path) -> None:
+    from backends.warmup import warmup_samples
+
+    (tmp_path / "warmup").mkdir()
+    (tmp_path / "warmup" / "raw").write_bytes(np.array([1.5, 2.5], np.float32).tobytes())
+    config = {"max_batch_size": 8, "model_warmup": [
+        {"name": "a", "batch_size": 3, "count": 2, "inputs": {
+            "z": {"data_type": "TYPE_INT64", "dims": [2], "zero_data": True},
+            "r": {"data_type": "TYPE_FP32", "dims": [4], "random_data": True}}},
+        {"inputs": {"f": {"data_type": "TYPE_FP32", "dims": [2], "input_data_file": "raw"}}}]}
+    first, second = warmup_samples(config, tmp_path)
+    assert first.name == "a" and first.count == 2 and first.inputs["z"].shape == (3, 2)
+    assert not first.inputs["z"].any() and first.inputs["r"].dtype == np.float32 and first.inputs["r"].shape == (3, 4)
+    assert second.name == "model_warmup[1]" and second.count == 1
+    assert second.inputs["f"].tolist() == [[1.5, 2.5]]
+    with pytest.raises(BackendLoadError, match="model_warmup 'b': cannot build its inputs"):
+        warmup_samples({"model_warmup": [{"name": "b", "inputs": {"f": {"dims": [1], "input_data_file": "none"}}}]},
+                       tmp_path)

@@ -1,4 +1,5 @@
-"""Triton's add_sub example, plus ARGS: what initialize(args) received (a test reads it back)."""
+"""Triton's add_sub example, plus ARGS: what initialize(args) received and how many execute calls came
+before this one (a test reads it back)."""
 
 import json
 from pathlib import Path
@@ -16,10 +17,13 @@ class TritonPythonModel:
         self.output0_dtype = pb_utils.triton_string_to_numpy(output0["data_type"])
         # finalize() leaves a mark beside the repository, so a test can see that unloading ran it.
         self.mark = Path(args["model_repository"]).parent.parent / f"finalized-{args['model_name']}"
+        self.calls = 0
         pb_utils.Logger.log_info(f"{args['model_name']} initialised")
 
     def execute(self, requests):
         responses = []
+        self.args["calls_before"] = self.calls
+        self.calls += 1
         for request in requests:
             in0 = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             in1 = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
