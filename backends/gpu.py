@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["gpu_samples"]
+__all__ = ["gpu_samples", "gpu_uuid", "TRITON_NAMES"]
+
+# Our device-wide names -> Triton's (labelled by ``gpu_uuid`` instead of our ``device``).
+TRITON_NAMES = {"infergrid_gpu_utilization": "nv_gpu_utilization",
+                "infergrid_gpu_memory_total_bytes": "nv_gpu_memory_total_bytes",
+                "infergrid_gpu_memory_used_bytes": "nv_gpu_memory_used_bytes",
+                "infergrid_gpu_power_watts": "nv_gpu_power_usage"}
 
 
 def _nvml(index: int) -> dict[str, float]:
@@ -22,9 +28,14 @@ def _nvml(index: int) -> dict[str, float]:
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
         utilization = pynvml.nvmlDeviceGetUtilizationRates(handle)
-        return {"infergrid_gpu_utilization": utilization.gpu / 100.0,
-                "infergrid_gpu_memory_used_bytes": float(memory.used),
-                "infergrid_gpu_memory_total_bytes": float(memory.total)}
+        out = {"infergrid_gpu_utilization": utilization.gpu / 100.0,
+               "infergrid_gpu_memory_used_bytes": float(memory.used),
+               "infergrid_gpu_memory_total_bytes": float(memory.total)}
+        try:
+            out["infergrid_gpu_power_watts"] = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+        except Exception:  # noqa: BLE001 - some boards report no power
+            pass
+        return out
     except Exception:  # noqa: BLE001 - no NVML here: fall back to what torch can say
         return {}
 
@@ -56,3 +67,21 @@ def gpu_samples(device: str) -> dict[str, float]:
     samples = _torch(index)
     samples.update(_nvml(index))  # NVML's device-wide memory figures win over torch's
     return samples
+
+
+def gpu_uuid(device: str) -> str:
+    """The device's UUID as Triton labels it (``GPU-xxxxxxxx-...``); the device name when unknown."""
+    index = int(device.partition(":")[2] or 0)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(index))
+        return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    except Exception:  # noqa: BLE001 - no NVML: torch knows the UUID too
+        pass
+    torch = sys.modules.get("torch")
+    try:
+        return f"GPU-{torch.cuda.get_device_properties(index).uuid}"
+    except Exception:  # noqa: BLE001
+        return device

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from backends.errors import BackendLoadError, ServingError
-from backends.gpu import gpu_samples
+from backends.gpu import TRITON_NAMES, gpu_samples, gpu_uuid
 from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
@@ -133,9 +133,13 @@ class ModelVersion:
         gpus = ray.get_gpu_ids()
         label = f"{ray.util.get_node_ip_address()}:gpu{gpus[0] if gpus else device}"
 
+        uuid = gpu_uuid(device)
+
         def sample(recorder) -> None:
             for name, value in gpu_samples(device).items():
                 recorder.set(name, (label,), value)
+                if name in TRITON_NAMES:  # also under Triton's name and label
+                    recorder.set(TRITON_NAMES[name], (uuid,), value)
         return sample
 
     async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -63,6 +63,12 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("infergrid_gpu_memory_total_bytes", "gauge", "GPU memory on the device", ("device",)),
     MetricSpec("infergrid_gpu_memory_fragmentation", "gauge",
                "Reserved but unallocated over reserved memory of the framework's allocator, 0..1", ("device",)),
+    MetricSpec("infergrid_gpu_power_watts", "gauge", "GPU power draw in watts (NVML)", ("device",)),
+    # Triton's own GPU metrics, under its names and label, so a Triton dashboard's GPU panels fill.
+    MetricSpec("nv_gpu_utilization", "gauge", "GPU utilization rate [0.0 - 1.0)", ("gpu_uuid",)),
+    MetricSpec("nv_gpu_memory_total_bytes", "gauge", "GPU total memory, in bytes", ("gpu_uuid",)),
+    MetricSpec("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes", ("gpu_uuid",)),
+    MetricSpec("nv_gpu_power_usage", "gauge", "GPU power usage in watts", ("gpu_uuid",)),
 )}
 _LAST_INFERENCE = "last_inference_ms"  # kept for Triton's statistics, not exported
 
@@ -199,7 +205,7 @@ def merge_snapshots(snapshots: Iterable[Mapping], gauges_from: Iterable[Mapping]
             key = (name, tuple(labels))
             # Device-wide figures are reported by every replica on the device, and the last
             # inference is a time: both take the largest; the rest (queues, in flight) add up.
-            if name == _LAST_INFERENCE or name.startswith("infergrid_gpu_"):
+            if name == _LAST_INFERENCE or name.startswith(("infergrid_gpu_", "nv_gpu_")):
                 gauges[key] = max(gauges.get(key, 0), value)
             else:
                 gauges[key] = gauges.get(key, 0.0) + value

@@ -49,6 +49,9 @@ def test_gpu_samples_report_memory_and_fragmentation(example_repository: Path) -
 
     backend = loaded(example_repository, "resnet50", "cuda:0")
     backend.predict({"image": np.zeros((2, 3, 224, 224), np.float32)})
+    from backends.gpu import gpu_uuid
+
+    assert gpu_uuid("cuda:0").startswith("GPU-")  # Triton's gpu_uuid label
     samples = gpu_samples("cuda:0")
     assert 0 < samples["infergrid_gpu_memory_used_bytes"] <= samples["infergrid_gpu_memory_total_bytes"]
     assert 0.0 <= samples["infergrid_gpu_memory_fragmentation"] < 1.0

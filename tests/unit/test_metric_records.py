@@ -31,6 +31,9 @@ def two_replicas() -> dict:
     a.failure("fraud", "1", "OTHER", 0.0005)
     b.set("infergrid_gpu_memory_total_bytes", ("10.0.0.1:gpu0",), 80e9)
     a.set("infergrid_gpu_memory_total_bytes", ("10.0.0.1:gpu0",), 80e9)
+    for recorder in (a, b):  # Triton's names, as a GPU replica's sampler sets them beside ours
+        recorder.set("nv_gpu_memory_total_bytes", ("GPU-5e2c",), 80e9)
+        recorder.set("nv_gpu_utilization", ("GPU-5e2c",), 0.5)
     return merge_snapshots([a.snapshot(), b.snapshot()])
 
 
@@ -53,6 +56,8 @@ def test_replicas_add_up_in_triton_names() -> None:
     assert parsed[("infergrid_batch_size_sum", mv)] == 4
     # A device's memory is reported by every replica on it: not added up.
     assert parsed[("infergrid_gpu_memory_total_bytes", (("device", "10.0.0.1:gpu0"),))] == 80e9
+    assert parsed[("nv_gpu_memory_total_bytes", (("gpu_uuid", "GPU-5e2c"),))] == 80e9
+    assert parsed[("nv_gpu_utilization", (("gpu_uuid", "GPU-5e2c"),))] == 0.5
 
 
 def test_retired_replicas_keep_counts_but_not_gauges() -> None:
@@ -90,3 +95,13 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     for topic in ("requests per second", "p99", "batch size", "queue depth", "gpu utilisation", "memory",
                   "fragmentation"):
         assert topic in titles
+
+
+def test_every_triton_gpu_name_has_a_source_and_a_spec() -> None:
+    from backends.gpu import TRITON_NAMES
+    from deployments.observability.metrics import METRICS
+
+    assert set(TRITON_NAMES.values()) == {"nv_gpu_utilization", "nv_gpu_memory_total_bytes",
+                                          "nv_gpu_memory_used_bytes", "nv_gpu_power_usage"}
+    for ours, triton in TRITON_NAMES.items():
+        assert METRICS[ours].labels == ("device",) and METRICS[triton].labels == ("gpu_uuid",)
