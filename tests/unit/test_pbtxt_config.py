@@ -63,9 +63,9 @@ def test_version_policies() -> None:
 
 
 def test_unknown_fields_warn_and_name_the_field() -> None:
-    config = parse_config('platform: "onnxruntime_onnx" model_warmup [ { name: "w" } ] '
+    config = parse_config('platform: "onnxruntime_onnx" response_cache { enable: true } '
                           'dynamic_batching { priority_levels: 2 }', "m/config.pbtxt", "m")
-    assert any("model_warmup" in w for w in config.warnings)
+    assert any("response_cache" in w for w in config.warnings)
     assert any("dynamic_batching[0].priority_levels" in w for w in config.warnings)
 
 
