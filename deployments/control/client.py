@@ -20,11 +20,13 @@ __all__ = ["start_controller", "get_controller", "stop_controller"]
 CONTROLLER_CPUS = 0.05
 
 
-def start_controller(repository: Path, mode: str = "poll", poll_secs: float = 1.0,
+def start_controller(repository: Path | list[Path], mode: str = "poll", poll_secs: float = 1.0,
                      load_models: list[str] | None = None, gpu: bool = False,
                      auth: dict | None = None, listen: Listen | None = None,
                      front_door_replicas: int = 1, strict: bool = False) -> ActorHandle:
-    """The running controller, or a new one for ``repository``; does not wait for the first load.
+    """The running controller, or a new one for ``repository`` (or several, tritonserver's repeated
+    ``--model-repository``: a model is its folder in the first that has it); does not wait for the
+    first load.
 
     ``auth`` (an ``AuthPolicy.to_dict()``: key digests, never keys) goes to the front door and every
     composite; ``listen``: where the front door's replicas accept clients (default 127.0.0.1:8000);
@@ -33,7 +35,8 @@ def start_controller(repository: Path, mode: str = "poll", poll_secs: float = 1.
     actor = ray.remote(RepositoryController).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=CONTROLLER_CPUS, max_concurrency=1000)
-    return actor.remote(str(repository), mode, poll_secs, list(load_models or []), gpu, auth, listen,
+    roots = [str(r) for r in repository] if isinstance(repository, list | tuple) else str(repository)
+    return actor.remote(roots, mode, poll_secs, list(load_models or []), gpu, auth, listen,
                         front_door_replicas, strict)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from backends.errors import ModelNotFound, RepositoryError
 from deployments.applications import builders as apps
@@ -37,6 +36,7 @@ from deployments.observability.logs import configure_logging
 from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
+from deployments.repository.roots import RepositoryRoots
 from deployments.repository.scan import MODEL_NAME, scan_model
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
@@ -51,7 +51,7 @@ MODES = ("none", "poll", "explicit")
 class RepositoryController:
     """The controller actor's class (started by ``deployments.control.client.start_controller``)."""
 
-    def __init__(self, repository: str, mode: str = "poll", poll_secs: float = 1.0,
+    def __init__(self, repository: str | list[str], mode: str = "poll", poll_secs: float = 1.0,
                  load_models: list[str] | None = None, gpu: bool = False, auth: dict | None = None,
                  listen: Listen | None = None, front_door_replicas: int = 1, strict: bool = False) -> None:
         if mode not in MODES:
@@ -59,7 +59,7 @@ class RepositoryController:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         configure_logging("controller")
         recorder = Recorder()  # load durations and failures, for /metrics
-        self._root = Path(repository)
+        self._roots = RepositoryRoots(repository)
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])
         self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
@@ -68,7 +68,7 @@ class RepositoryController:
         self._tables = TablePublisher()
         # Only a poll watches files settle; in the other modes a person said "load it now".
         tracker = CompletionTracker(settle_s=poll_secs if mode == "poll" else 0.0)
-        self._models = Reconciler(self._root, mode == "explicit", tracker, self._serve, self._tables, recorder,
+        self._models = Reconciler(self._roots, mode == "explicit", tracker, self._serve, self._tables, recorder,
                                   gpu, self._auth, on_member_wanted=self._kick, strict=strict)
         self._syncing: dict[str, asyncio.Task] = {}
         self._dirty: set[str] = set()
@@ -103,7 +103,8 @@ class RepositoryController:
             self._started.set()
         if self._mode == "poll":
             if self._events is not None:
-                self._events.watch(self._root)
+                for root in self._roots.paths:
+                    self._events.watch(root)
                 asyncio.get_running_loop().add_reader(self._events.fd, self._on_file_events)
             await self._poll_forever()
 
@@ -115,7 +116,7 @@ class RepositoryController:
             return
         for name in folders if "*" in self._load_models else self._load_models:
             if name not in folders:
-                logger.error("--load-model %s: no such model folder in %s", name, self._root)
+                logger.error("--load-model %s: no such model folder in %s", name, self._roots)
                 continue
             self._models.know(name, wanted=True)
 
@@ -131,22 +132,17 @@ class RepositoryController:
         return await self.models()
 
     def _model_folders(self) -> list[str]:
-        try:
-            return sorted(p.name for p in self._root.iterdir()
-                          if p.is_dir() and MODEL_NAME.match(p.name) and not p.name.startswith("."))
-        except OSError as exc:
-            logger.error("cannot read the model repository %s: %s", self._root, exc)
-            return []
+        return self._roots.model_names()
 
     async def _poll_forever(self) -> None:
         while True:
             try:
                 folders = self._model_folders()
                 names = set(folders) | set(self._models.states)
-                self._models.tracker_forget({p for n in names for p in (self._root / n).glob("*")})
+                self._models.tracker_forget({p for n in names for p in self._roots.folder(n).glob("*")})
                 for name in names:
                     if self._events is not None and name in folders:
-                        self._events.watch(self._root / name)
+                        self._events.watch(self._roots.folder(name))
                     self._kick(name)
             except Exception:  # noqa: BLE001 - the poll loop must outlive any one failure
                 logger.exception("repository poll failed")
@@ -172,11 +168,11 @@ class RepositoryController:
         """inotify said something changed: look at that model now instead of at the next poll."""
         assert self._events is not None
         for event in self._events.read():
-            if event.path.parent == self._root:
+            if self._roots.is_root(event.path.parent):
                 name = event.path.name
                 if event.path.is_dir():
                     self._events.watch(event.path)
-            elif event.path.parent.parent == self._root:
+            elif self._roots.is_root(event.path.parent.parent):
                 name = event.path.parent.name
                 if event.moved_in and event.path.name.isdigit():
                     self._models.tracker_moved_in(event.path)
@@ -200,7 +196,7 @@ class RepositoryController:
         for name, state in adopt(running, endpoints).items():
             self._models.states[name] = state
             self._models.know(name, wanted=True)
-            entry = scan_model(self._root / name)  # the front door keeps answering for it meanwhile
+            entry = scan_model(self._roots.folder(name))  # the front door keeps answering for it meanwhile
             if entry.config is not None:
                 self._tables.served.add(apps.served_model(entry, endpoint_app(name) if entry.config.composite else ""))
         if self._models.states:
@@ -258,7 +254,7 @@ class RepositoryController:
 
     async def describe(self) -> ControllerInfo:
         """Mode, repository and the applications owned (for tests and ``infergrid serve``)."""
-        return ControllerInfo(self._mode, str(self._root), self._poll_secs,
+        return ControllerInfo(self._mode, str(self._roots), self._poll_secs,
                               len((self._auth or {}).get("digests", {})),
                               {name: sorted(s.apps) for name, s in self._models.states.items()})
 
@@ -279,7 +275,7 @@ class RepositoryController:
         """
         self._check_explicit("load")
         await self._started.wait()
-        if not MODEL_NAME.match(name) or not (self._root / name).is_dir():  # the name first: never a path outside
+        if not MODEL_NAME.match(name) or not self._roots.folder(name).is_dir():  # the name first: never a path outside
             raise ModelNotFound(f"failed to load {name!r}: no model folder {name!r} in the repository")
         override = parse_config_json(config_json, f"{name} load request: parameters.config", name) \
             if config_json else None

@@ -31,6 +31,7 @@ from deployments.control.state import (
 )
 from deployments.names import CONTROLLER_NAME, endpoint_app, version_app
 from deployments.observability.metrics import Recorder
+from deployments.repository.roots import RepositoryRoots
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
 from deployments.repository.watch import CompletionTracker, folder_state, load_identity
 from pipelines.spec import check_composite, composite_tag, composite_version, member_names
@@ -47,7 +48,7 @@ class Reconciler:
     """Makes what is served for each model match its folder, one model at a time.
 
     Args:
-        root: the model repository.
+        roots: the model repositories (a model is its folder in the first that has it).
         explicit: explicit model control mode (unwanted models stay listed).
         tracker: decides when a version folder is complete.
         serve_calls: the controller's Serve calls.
@@ -60,10 +61,10 @@ class Reconciler:
         strict: ``--strict-model-config=true``: a config must declare what would be completed.
     """
 
-    def __init__(self, root: Path, explicit: bool, tracker: CompletionTracker, serve_calls: ServeCalls,
+    def __init__(self, roots: RepositoryRoots, explicit: bool, tracker: CompletionTracker, serve_calls: ServeCalls,
                  tables: TablePublisher, recorder: Recorder, gpu: bool, auth: dict | None,
                  on_member_wanted: Callable[[str], None], strict: bool = False) -> None:
-        self._root, self._explicit, self._tracker, self._strict = root, explicit, tracker, strict
+        self._roots, self._explicit, self._tracker, self._strict = roots, explicit, tracker, strict
         self._serve, self._tables, self._recorder = serve_calls, tables, recorder
         self._gpu, self._auth = gpu, auth
         self.states: dict[str, ModelState] = {}
@@ -122,7 +123,7 @@ class Reconciler:
 
     def snapshot(self, name: str, policy: ModelPolicy) -> ModelSnapshot:
         """The model's folder as this reconcile sees it (nothing is read for an unwanted model)."""
-        folder = self._root / name
+        folder = self._roots.folder(name)
         if not policy.wanted or not folder.is_dir():
             return ModelSnapshot(name, folder.is_dir())
         entry = scan_model(folder, self._strict)
@@ -172,7 +173,7 @@ class Reconciler:
         """Member configs for the composite checks: None where the repository has no such folder."""
         members: dict[str, ModelConfig | None] = {}
         for name in names:
-            folder = self._root / name
+            folder = self._roots.folder(name)
             if not MODEL_NAME.match(name) or not folder.is_dir():
                 members[name] = None
                 continue

@@ -163,7 +163,7 @@ def _refuse(message: str) -> int:
     return 2
 
 
-def _print_serving(args: argparse.Namespace, repository: Path, models: dict, dashboard: str | None,
+def _print_serving(args: argparse.Namespace, repository: str, models: dict, dashboard: str | None,
                    policy, per_replica: int) -> None:
     """The start-up banner: every model's URL and state, and how the server is guarded."""
     base = f"http://{args.host}:{args.port}"
@@ -206,10 +206,12 @@ def _shut_down(embedded: bool) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve every model in the repository until Ctrl-C or SIGTERM."""
-    repository = Path(args.repository).resolve()
-    if not repository.is_dir():
-        return _refuse(f"model repository {repository} is not a folder")
+    """Serve every model in the repositories until Ctrl-C or SIGTERM."""
+    repositories = [Path(r).resolve() for r in args.repositories]
+    for repository in repositories:
+        if not repository.is_dir():
+            return _refuse(f"model repository {repository} is not a folder")
+    named = ",".join(str(r) for r in repositories)  # how the controller names what it serves
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)
@@ -228,11 +230,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     embedded, dashboard = _start_ray(args.settings)
     listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address)
-    controller = start_controller(repository, args.model_control_mode, args.repository_poll_secs,
+    controller = start_controller(repositories, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)
     running = ray.get(controller.describe.remote())
-    if (running.repository, running.mode) != (str(repository), args.model_control_mode):
+    if (running.repository, running.mode) != (named, args.model_control_mode):
         print(f"infergrid: this cluster already runs a controller for {running.repository} "
               f"(mode {running.mode}); serving that", file=sys.stderr)
     if policy.enabled and not running.api_keys:
@@ -248,7 +250,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _shut_down(embedded)
         return 1
     _wait_front_door([name for name, status in models.items() if not status.reason])
-    _print_serving(args, repository, models, dashboard, policy, per_replica)
+    _print_serving(args, named, models, dashboard, policy, per_replica)
     _wait_for_signal()
     print("shutting down ...", flush=True)
     _shut_down(embedded)

@@ -107,8 +107,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     """Settle what the flags say together (exits with a usage error when they disagree)."""
     if args.command not in ("serve", "config"):
         return args
-    if len(args.repositories) > 1:
-        parser.error("infergrid serves one model repository: give --model-repository once "
+    if len(args.repositories) > 1 and args.command == "config":
+        parser.error("infergrid config writes a Serve config for one model repository: give --repository once "
                      f"(got {len(args.repositories)})")
     args.repository = args.repositories[0]
     if args.command == "serve":

@@ -201,11 +201,13 @@ def session_processes(session: int) -> list[str]:
     return [" ".join(row) for row in rows if len(row) >= 3 and row[1] == str(session) and not row[2].startswith("Z")]
 
 
-def start_server(repository: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(repository: Path | list[Path], port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    repositories = [a for r in (repository if isinstance(repository, list) else [repository])
+                    for a in ("--model-repository", str(r))]
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "deployments.launch.cli", "serve", "--repository",
-                                    str(repository), "--port", str(port), "--grpc-port", "0"],
+        process = subprocess.Popen([sys.executable, "-m", "deployments.launch.cli", "serve", *repositories,
+                                    "--port", str(port), "--grpc-port", "0"],
                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 400
     while "READY" not in log.read_text():
@@ -248,11 +250,33 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
         for name in ("fraud00", "fraud23"):
             assert infer(url, name, headers={}).json()["model_name"] == name
         stop_server(process, port, tmp_path / "first.log")
-        again = tmp_path / "again"  # one model is enough to show the port serves again
+        # One model is enough to show the port serves again; two repositories (tritonserver's
+        # repeated --model-repository) serve as one, a name in both from the first.
+        again, other = tmp_path / "again", tmp_path / "other"
         shutil.copytree(root / "fraud07", again / "fraud07")
-        process = start_server(again, port, tmp_path / "second.log")
+        shutil.copytree(root / "fraud08", other / "fraud08")
+        (other / "fraud07").mkdir()  # a stray copy in the second repository: not served from there
+        process = start_server([again, other], port, tmp_path / "second.log")
         assert infer(url, "fraud07", headers={}).status_code == 200
+        assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
+        assert f"infergrid serving {again},{other}" in (tmp_path / "second.log").read_text()
         stop_server(process, port, tmp_path / "second.log")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_exit_on_error_stops_the_server_when_a_model_fails(tmp_path: Path) -> None:
+    """tritonserver's --exit-on-error=true: a model that fails to load stops the server (exit 1),
+    naming the model and the reason."""
+    (tmp_path / "repo" / "broken").mkdir(parents=True)
+    (tmp_path / "repo" / "broken" / "config.pbtxt").write_text('backend: "onnxruntime"\nmax_batch_size: "lots"\n')
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.launch.cli", "serve", "--model-repository", str(tmp_path / "repo"),
+         "--http-port", str(free_port()), "--grpc-port", "0", "--metrics-port", "0", "--exit-on-error=true"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "broken failed to load" in done.stderr and "max_batch_size" in done.stderr, done.stderr[-2000:]
+    assert "--exit-on-error=true: stopping" in done.stderr
+

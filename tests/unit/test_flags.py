@@ -28,10 +28,26 @@ def test_tritonserver_spellings_are_aliases() -> None:
     assert (ours.repository, ours.port, ours.metrics_port, ours.strict_model_config) == ("/m", 9000, 8002, False)
     off = parse("serve", "--repository", "/m", "--allow-grpc=false", "--allow-metrics", "0", "--strict-model-config")
     assert (off.grpc_port, off.metrics_port, off.strict_model_config) == (0, 0, True)
+    several = parse("serve", "--model-repository", "/a", "--model-repository", "/b")
+    assert several.repositories == ["/a", "/b"]
+
+
+def test_several_repositories_serve_as_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from deployments.repository.roots import RepositoryRoots
+
+    for root, names in (("a", ("fraud", "shared", ".hidden")), ("b", ("credit", "shared"))):
+        for name in names:
+            (tmp_path / root / name).mkdir(parents=True)
+    roots = RepositoryRoots([tmp_path / "a", tmp_path / "b"])
+    assert roots.model_names() == ["credit", "fraud", "shared"]
+    assert roots.folder("credit") == tmp_path / "b" / "credit"
+    assert roots.folder("shared") == tmp_path / "a" / "shared"  # the first repository wins
+    assert "model shared is in two repositories" in caplog.text
+    assert roots.folder("nothing") == tmp_path / "a" / "nothing" and str(roots).count(",") == 1
 
 
 @pytest.mark.parametrize("argv", [
-    ("serve", "--model-repository", "/a", "--model-repository", "/b"),
+    ("config", "--model-repository", "/a", "--model-repository", "/b"),
     ("serve", "--repository", "/a", "--exit-on-error", "maybe"),
     ("serve", "--repository", "/a", "--repository-poll-secs", "0"),
 ])
