@@ -1,6 +1,6 @@
 """``infergrid``: serve a model repository, manage what it serves, or write a Serve config.
 
-    infergrid serve  --repository DIR [--host 127.0.0.1] [--port 8000] [--grpc-port 8001] [--metrics-port 8002]
+    infergrid serve  --repository DIR... [--host 127.0.0.1] [--port 8000] [--grpc-port 8001] [--metrics-port 8002]
                      [--front-door-replicas 1] [--model-control-mode poll|none|explicit]
                      [--repository-poll-secs 1] [--load-model NAME ...] [--strict-model-config=false]
                      [--exit-on-error=false] [--log-verbose 0]

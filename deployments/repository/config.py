@@ -295,15 +295,18 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
 
 
 def load_config_file(model_dir: Path) -> ModelConfig:
-    """Read ``<model_dir>/config.pbtxt`` (an absent file is an empty config).
+    """Read ``<model_dir>/config.pbtxt``, else ``config.json`` (Triton's JSON mapping, as the load
+    API takes it); neither is an empty config.
 
     Raises:
         ConfigError: the file is unreadable or invalid.
     """
     path = model_dir / "config.pbtxt"
-    source = f"{model_dir.name}/config.pbtxt"
+    as_json = not path.exists() and (model_dir / "config.json").exists()
+    path = model_dir / "config.json" if as_json else path
+    source = f"{model_dir.name}/{path.name}"
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}") from exc
-    return parse_config(text, source, model_dir.name)
+    return parse_config_json(text, source, model_dir.name) if as_json else parse_config(text, source, model_dir.name)

@@ -62,7 +62,7 @@ def strict_problem(model_dir: Path, config: ModelConfig) -> str | None:
     model, so the file must say the platform, and every model that is not an ensemble its tensors)."""
     name = model_dir.name
     where = f"{name}/config.pbtxt"
-    if not (model_dir / "config.pbtxt").is_file():
+    if not ((model_dir / "config.pbtxt").is_file() or (model_dir / "config.json").is_file()):
         return f"{where}: missing, and --strict-model-config=true completes nothing from the model"
     if not config.platform:
         return f"{where}: platform: neither platform nor backend is set (--strict-model-config=true)"

@@ -3,6 +3,9 @@ warnings for valid fields infergrid does not honour, Triton's JSON mapping."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from backends.errors import ConfigError
@@ -131,3 +134,20 @@ def test_parsed_config_keeps_triton_form() -> None:
     config = parse_config(FULL, "m/config.pbtxt", "m")
     assert config.triton["max_batch_size"] == 16 and config.triton["input"][0]["dims"] == [-1, 4]
     assert config.triton["dynamic_batching"]["preferred_batch_size"] == [4, 8]
+
+
+def test_a_config_json_file_is_read_in_tritons_json_mapping(tmp_path: Path) -> None:
+    from deployments.repository.config import load_config_file
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({
+        "backend": "onnxruntime", "maxBatchSize": 4,
+        "input": [{"name": "x", "dataType": "TYPE_FP32", "dims": ["3"]}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}))
+    config = load_config_file(tmp_path / "m")
+    assert config.platform == "onnxruntime" and config.max_batch_size == 4 and config.inputs[0].dims == (3,)
+    (tmp_path / "m" / "config.json").write_text('{"maxBatchSise": 4}')
+    with pytest.raises(ConfigError, match=r"m/config.json.*maxBatchSise"):
+        load_config_file(tmp_path / "m")
+    (tmp_path / "m" / "config.pbtxt").write_text('backend: "onnxruntime"')  # config.pbtxt wins when both exist
+    assert load_config_file(tmp_path / "m").max_batch_size == 0
