@@ -350,11 +350,12 @@ class ModelConfig:
         if missing:
             raise ValueError(f"auto_complete_config: add_{kind} needs {', '.join(missing)}")
         tensors = self._config.setdefault(kind, [])
+        wanted = {**tensor, "dims": [int(d) for d in tensor["dims"]]}
         existing = next((t for t in tensors if t.get("name") == tensor["name"]), None)
         if existing is None:
-            tensors.append({**tensor, "dims": [int(d) for d in tensor["dims"]]})
+            tensors.append(wanted)
             return
-        for key in ("data_type", "dims"):
-            if key in existing and [existing[key]] != [tensor[key] if key != "dims" else list(tensor[key])]:
+        for key in ("data_type", "dims"):  # what the config already declares must agree
+            if key in existing and existing[key] != wanted[key]:
                 raise ValueError(f"auto_complete_config: {kind} {tensor['name']!r} {key} is {existing[key]} in "
-                                 f"the config, add_{kind} says {tensor[key]}")
+                                 f"the config, add_{kind} says {wanted[key]}")

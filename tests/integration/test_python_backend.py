@@ -172,11 +172,16 @@ def test_bf16_tensors_in_and_out(protocol: str, http, grpc) -> None:
     np.testing.assert_array_equal(np.asarray(y, dtype=np.float32), np.asarray(x, dtype=np.float32) * 2)
 
 
-def test_a_python_model_that_does_not_import_is_unavailable_with_the_reason(url: str, python_models: dict) -> None:
+def _load_failure(url: str, model: str) -> str:
+    """The reason the repository index gives for ``model`` once its load has failed."""
     def reason() -> str:
-        rows = index_rows(url, "py_broken")
+        rows = index_rows(url, model)
         return rows[0].get("reason", "") if rows else ""
-    text = wait_for(reason, 120, "py_broken's load to fail")
+    return wait_for(reason, 120, f"{model}'s load to fail")
+
+
+def test_a_python_model_that_does_not_import_is_unavailable_with_the_reason(url: str, python_models: dict) -> None:
+    text = _load_failure(url, "py_broken")
     assert "model.py" in text and "SyntaxError" in text, text
     with pytest.raises(InferenceServerException):
         httpclient.InferenceServerClient(url.removeprefix("http://")).infer(
@@ -184,10 +189,7 @@ def test_a_python_model_that_does_not_import_is_unavailable_with_the_reason(url:
 
 
 def test_a_failing_model_warmup_keeps_the_version_from_serving(url: str, python_models: dict) -> None:
-    def reason() -> str:
-        rows = index_rows(url, "py_cold")
-        return rows[0].get("reason", "") if rows else ""
-    text = wait_for(reason, 120, "py_cold's warm-up to fail")
+    text = _load_failure(url, "py_cold")
     assert "warm-up 'unlucky' failed" in text and "13 is unlucky" in text, text
     assert requests.get(f"{url}/v2/models/py_cold/ready", timeout=30).status_code != 200
 
