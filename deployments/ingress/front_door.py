@@ -43,8 +43,9 @@ _START_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Listen:
-    """Where the front door's replicas listen: HTTP on ``port``, KServe v2 gRPC on ``grpc_port``, and
-    Triton's metrics-only port ``metrics_port`` (0: off); an empty host is ``host``."""
+    """Where the front door's replicas listen: HTTP on ``port``, KServe v2 gRPC on ``grpc_port``,
+    Triton's metrics-only port ``metrics_port`` and TF Serving's REST port ``rest_port`` (0: off);
+    an empty host is ``host``."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -52,6 +53,7 @@ class Listen:
     grpc_host: str = ""
     metrics_port: int = 0
     metrics_host: str = ""
+    rest_port: int = 0
 
 
 class FrontDoor:
@@ -88,6 +90,10 @@ class FrontDoor:
             self._metrics_listener = HttpListener(gateway.metrics_only, gateway.precheck, gateway.release)
             await self._metrics_listener.start(self._listen.metrics_host or self._listen.host,
                                                self._listen.metrics_port)
+        self._rest_listener = None
+        if self._listen.rest_port:  # TF Serving's REST port (8501 in TF Serving): its /v1 paths only
+            self._rest_listener = HttpListener(gateway.tf_serving_only, gateway.precheck, gateway.release)
+            await self._rest_listener.start(self._listen.host, self._listen.rest_port)
         self._grpc = None
         if self._listen.grpc_port:
             from deployments.ingress.grpc_v2 import start_grpc_server
@@ -126,6 +132,7 @@ class FrontDoor:
     def __del__(self) -> None:
         door_loop = getattr(self, "_door_loop", None)
         loop = door_loop.loop if door_loop is not None else None
-        for listener in (getattr(self, "_listener", None), getattr(self, "_metrics_listener", None)):
+        for listener in (getattr(self, "_listener", None), getattr(self, "_metrics_listener", None),
+                         getattr(self, "_rest_listener", None)):
             if loop is not None and listener is not None and loop.is_running():
                 asyncio.run_coroutine_threadsafe(listener.stop(), loop)

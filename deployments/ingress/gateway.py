@@ -26,6 +26,7 @@ from deployments.dataplane.table import Route, ServedModel, Watcher
 from deployments.ingress.http import HttpReply, endpoint_group, error_reply
 from deployments.ingress.listener import HttpRequest
 from deployments.ingress.server import ServerApi
+from deployments.ingress.tfserving_http import TF_MODELS, TfServingRest, tf_model_name
 from deployments.ingress.v2_http import TIMEOUT_HEADER, V2HttpApi
 from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, model_route
 from deployments.observability.hub import replica_recorder
@@ -153,6 +154,7 @@ class Gateway:
         self._inflight_limit = inflight_per_model
         self._doors: dict[str, Door] = {}
         self.server = ServerApi(index, controller, self.ready)
+        self._tf_rest = TfServingRest(self.server)  # TF Serving REST paths, over the same doors
         self._recorder = replica_recorder(True)  # one per replica: the hub keeps one snapshot per replica
 
     # --- which models -------------------------------------------------------------------------
@@ -224,7 +226,10 @@ class Gateway:
         return bool(self._inflight_limit) and door.inflight >= self._inflight_limit
 
     def _door_of(self, path: str) -> tuple[Door | None, str]:
-        """(the door of a ``/v2/models/{m}...`` or ``/pipelines/{m}`` path, the path below the model)."""
+        """(the door of a ``/v2/models/{m}...``, ``/pipelines/{m}`` or TF Serving ``/v1/models/{m}...``
+        path, the path below the model)."""
+        if path.startswith(TF_MODELS):
+            return self._doors.get(tf_model_name(path) or ""), path
         if path.startswith(_MODELS):
             name, _, rest = path[len(_MODELS):].partition("/")
             return self._doors.get(name), ("/" + rest if rest or path.endswith("/") else "")
@@ -263,7 +268,12 @@ class Gateway:
         request_id = request.headers.get(_RESPONSE_ID) or new_request_id()
         door, below = self._door_of(request.path)
         try:
-            if door is None:
+            if request.path.startswith(TF_MODELS):
+                try:
+                    reply = await self._tf_rest.answer(request.method, request.path, request.body, door)
+                finally:
+                    self.release(request)
+            elif door is None:
                 reply = await self.server.answer(request.method, request.path, request.body)
             else:
                 try:
@@ -283,6 +293,14 @@ class Gateway:
         if request.path.rstrip("/") != "/metrics":
             self.release(request)
             return error_reply(ModelNotFound(f"this port serves only GET /metrics, not {request.path}"), None)
+        return await self.http(request)
+
+    async def tf_serving_only(self, request: HttpRequest) -> HttpReply:
+        """TF Serving's REST port: ``/v1/models/...`` and nothing else (404)."""
+        if not request.path.startswith(TF_MODELS):
+            self.release(request)
+            return error_reply(ModelNotFound(f"this port serves TF Serving's /v1/models/... only, not "
+                                             f"{request.path}"), None)
         return await self.http(request)
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:

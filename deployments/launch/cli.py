@@ -172,6 +172,8 @@ def _print_serving(args: argparse.Namespace, repository: str, models: dict, dash
         state = f"UNAVAILABLE: {status.reason}" if status.reason else f"versions {list(status.versions)}"
         print(f"  {name:<16} {base}/v2/models/{name}/infer   ({state})")
     print(f"  pipelines        {base}/pipelines/<name>   (plain JSON into a Python pipeline, e.g. loan_decision)")
+    rest = f", and http://{args.host}:{args.rest_api_port}/v1/..." if args.rest_api_port else ""
+    print(f"  TF Serving REST  {base}/v1/models/<name>:predict{rest}")
     print(f"  health           {base}/v2/health/ready")
     print(f"  repository       {base}/v2/repository/index")
     grpc = f"{args.grpc_address}:{args.grpc_port} (KServe v2, tritonclient.grpc)" if args.grpc_port else "off"
@@ -229,7 +231,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from deployments.ingress.front_door import Listen
 
     embedded, dashboard = _start_ray(args.settings)
-    listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address)
+    listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address,
+                    args.rest_api_port)
     controller = start_controller(repositories, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)

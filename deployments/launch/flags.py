@@ -58,6 +58,9 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
                    help="a port that serves only /metrics, as Triton's (default 8002, 0: off); "
                         "/metrics is on the HTTP port too")
     p.add_argument("--metrics-address", default=None, help="metrics address (default: the HTTP address)")
+    p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
+                   help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
+                        "(default 0: off; /v1 is on the HTTP port too)")
     _add_boolean(p, "--allow-grpc", True, "false: no gRPC server (as --grpc-port 0)")
     _add_boolean(p, "--allow-metrics", True, "false: no metrics port")
     p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",

@@ -104,14 +104,15 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
     from deployments.control.client import start_controller
     from deployments.ingress.front_door import Listen
 
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port, rest_port = free_port(), free_port(), free_port()
     controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS,
-                                  listen=Listen("127.0.0.1", port, grpc_port))
+                                  listen=Listen("127.0.0.1", port, grpc_port, rest_port=rest_port))
     index = ray.get(controller.wait_started.remote(), timeout=300)
     failed = {name for name, status in index.items() if status.reason}
     assert failed == {"broken", "corrupt"}, {name: index[name].reason for name in failed}
     assert all(status.endpoint for name, status in index.items() if name not in failed), index
-    return {"url": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}", "serve_url": ray_cluster, "index": index,
+    return {"url": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}", "serve_url": ray_cluster,
+            "rest": f"http://127.0.0.1:{rest_port}", "index": index,
             "repository": test_repository, "controller": controller}
 
 

@@ -143,7 +143,13 @@ def test_an_error_response_fails_only_its_own_request(url: str, python_models: d
     assert call(5).json()["outputs"][0]["data"] == [6]  # the replica survived a failed batch
 
 
+def _successes(client, model: str) -> int:
+    stats = client.get_inference_statistics(model)["model_stats"]
+    return sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
+
+
 def test_an_async_bls_model_calls_two_models_in_parallel(http, grpc) -> None:
+    before = _successes(http, "credit_score")
     features, applicant = np.repeat(ROW, 3, axis=0), np.linspace(-1, 1, 24, dtype=np.float32).reshape(3, 8)
     fraud = http.infer("fraud", [_input(httpclient, "features", features, "FP32")]).as_numpy("fraud_probability")
     credit = http.infer("credit_score", [_input(httpclient, "applicant", applicant, "FP32")]).as_numpy("credit_score")
@@ -154,6 +160,8 @@ def test_an_async_bls_model_calls_two_models_in_parallel(http, grpc) -> None:
         np.testing.assert_allclose(result.as_numpy("fraud_probability"), fraud, rtol=1e-5)
         np.testing.assert_allclose(result.as_numpy("credit_score"), credit, rtol=1e-5)
         np.testing.assert_array_equal(result.as_numpy("approved"), (fraud < 0.5) & (credit > 0.0))
+    # The BLS calls went through the data plane: counted as credit_score's own requests.
+    wait_for(lambda: _successes(http, "credit_score") >= before + 1 + 8, 60, "credit_score to count the BLS calls")
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

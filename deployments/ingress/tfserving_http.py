@@ -1,0 +1,90 @@
+"""TensorFlow Serving's REST API (``/v1/models/...``) over the same doors as v2: a transport, not a copy.
+
+Paths (TF Serving's ``api_rest.md``):
+
+* ``GET  /v1/models/{m}[/versions/{v}]``            model_version_status
+* ``GET  /v1/models/{m}[/versions/{v}]/metadata``   model_spec + signature_def
+* ``POST /v1/models/{m}[/versions/{v}]:predict``    row (``instances``) or columnar (``inputs``)
+
+A request reaches the model's ``Door``: the same routing, batching, limits and metrics as a v2
+request to that model (a v2 and a TF Serving request can share one batch). Errors are
+``{"error": "..."}``; 404 for an unknown model or version, 400 for a bad body (naming the problem).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound
+from deployments.ingress.http import HttpReply, json_reply
+from deployments.protocol.tfserving_rest import decode_predict, encode_predict, model_metadata, version_status
+
+if TYPE_CHECKING:
+    from deployments.ingress.gateway import Door
+    from deployments.ingress.server import ServerApi
+
+__all__ = ["TF_MODELS", "TfServingRest", "tf_model_name"]
+
+TF_MODELS = "/v1/models/"
+_PATH = re.compile(r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
+                   r"(?P<what>/metadata|:predict|:classify|:regress)?/?$")
+
+
+def tf_model_name(path: str) -> str | None:
+    """The model a ``/v1/models/...`` path names (None: not such a path)."""
+    if not path.startswith(TF_MODELS):
+        return None
+    match = _PATH.match(path[len(TF_MODELS):])
+    return match.group("model") if match else path[len(TF_MODELS):].split("/")[0].split(":")[0]
+
+
+class TfServingRest:
+    """Answers TF Serving REST paths for one front-door replica."""
+
+    def __init__(self, server: ServerApi) -> None:
+        self._server = server
+
+    async def answer(self, method: str, path: str, body: bytes, door: Door | None) -> HttpReply:
+        match = _PATH.match(path[len(TF_MODELS):])
+        if match is None:
+            raise ModelNotFound(f"no TF Serving route {path} (see /v1/models/{{model}}[/versions/{{v}}]"
+                                f"[/metadata|:predict])")
+        model, version, label, what = match.group("model", "version", "label", "what")
+        if label is not None:
+            raise ModelNotFound(f"model {model!r} has no version label {label!r}")
+        if not what and method == "GET":  # status: also of a model that failed to load (state END)
+            return json_reply(await self._status(model, version, door))
+        if door is None:
+            await self._server.not_served(model)
+            raise ModelNotFound(f"Servable not found for request: Latest({model})")
+        what = what or ""
+        if what in (":predict", ":classify", ":regress"):
+            if method != "POST":
+                raise MethodNotAllowed(f"{what[1:]} takes POST, not {method}")
+            if what != ":predict":
+                raise InvalidRequest(f"model {model!r}: {what[1:]} needs a SavedModel {what[1:]} signature; "
+                                     f"this model has only serving_default (use :predict)")
+            return await self._predict(door, version, body)
+        if method != "GET":
+            raise MethodNotAllowed(f"{path} takes GET, not {method}")
+        described = await door.describe(version)
+        return json_reply(model_metadata(model, version or described.versions[0], described.signature))
+
+    async def _predict(self, door: Door, version: str | None, body: bytes) -> HttpReply:
+        described = await door.describe(version)
+        request = decode_predict(body, described.signature, door.served.limits)
+        number = int(version) if version else None
+        answered, outputs = await door.infer_versioned(request.inputs, number, None)
+        return HttpReply(200, encode_predict(request, outputs, [s.name for s in described.signature.outputs]))
+
+    async def _status(self, model: str, version: str | None, door: Door | None) -> dict:
+        rows = [(r.version, r.state, r.reason) for r in await self._server.repository_index()
+                if r.name == model and (version is None or r.version == version)]
+        rows = [(r[0] or "1", *r[1:]) for r in rows if r[0] is not None or r[1] != "READY"]
+        if not rows and version is None and door is not None:  # an ensemble or pipeline: its version
+            rows = [(v, "READY", "") for v in (await door.describe(None)).versions]
+        if not rows:
+            raise ModelNotFound(f"Could not find version {version} of model {model}" if version
+                                else f"Could not find any versions of model {model}")
+        return version_status(rows)

@@ -1,0 +1,95 @@
+"""TF Serving's REST API over plain HTTP, for models of every framework: status, metadata, ``:predict``
+in row and columnar form, answers equal to TensorFlow computing the SavedModel directly, and TF
+Serving-shaped errors (never a 500 for a bad body)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import requests
+from repository_helpers import ROW
+
+pytestmark = pytest.mark.integration
+
+APPLICANTS = np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(3, 8)
+
+
+@pytest.fixture(scope="module")
+def tf_credit_score(served: dict) -> np.ndarray:
+    """credit_score's answers for APPLICANTS, from TensorFlow itself (the SavedModel's serving_default)."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(served["repository"] / "credit_score" / "1" / "model.savedmodel"))
+    signature = loaded.signatures["serving_default"]
+    (output,) = signature(applicant=tf.constant(APPLICANTS)).values()
+    return output.numpy()
+
+
+def test_status_lists_versions_in_tf_servings_states(url: str) -> None:
+    status = requests.get(f"{url}/v1/models/fraud2", timeout=30).json()["model_version_status"]
+    assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE"), ("1", "AVAILABLE")]
+    assert status[0]["status"] == {"error_code": "OK", "error_message": ""}
+    one = requests.get(f"{url}/v1/models/fraud2/versions/1", timeout=30).json()["model_version_status"]
+    assert [s["version"] for s in one] == ["1"]
+    broken = requests.get(f"{url}/v1/models/corrupt", timeout=30)  # its only version failed to load
+    assert broken.status_code == 200, broken.text
+    (row,) = broken.json()["model_version_status"]
+    assert row["state"] == "END" and row["status"]["error_code"] == "UNKNOWN"
+    assert "model.onnx" in row["status"]["error_message"]
+
+
+def test_metadata_gives_a_serving_default_signature_for_any_framework(url: str) -> None:
+    meta = requests.get(f"{url}/v1/models/fraud/metadata", timeout=30).json()  # an ONNX model
+    assert meta["model_spec"] == {"name": "fraud", "signature_name": "", "version": "1"}
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    features = signature["inputs"]["features"]
+    assert features["dtype"] == "DT_FLOAT" and [d["size"] for d in features["tensor_shape"]["dim"]] == ["-1", "16"]
+    assert set(signature["outputs"]) == {"fraud_probability"}
+
+
+def test_predict_row_and_columnar_match_tensorflow(url: str, tf_credit_score: np.ndarray) -> None:
+    rows = requests.post(f"{url}/v1/models/credit_score:predict", json={"instances": APPLICANTS.tolist()}, timeout=30)
+    assert rows.status_code == 200, rows.text
+    np.testing.assert_allclose(np.array(rows.json()["predictions"]), tf_credit_score, rtol=1e-5, atol=1e-6)
+    columns = requests.post(f"{url}/v1/models/credit_score/versions/1:predict",
+                            json={"signature_name": "serving_default", "inputs": {"applicant": APPLICANTS.tolist()}},
+                            timeout=30)
+    assert columns.status_code == 200, columns.text
+    np.testing.assert_allclose(np.array(columns.json()["outputs"]), tf_credit_score, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_on_an_ensemble_with_named_instances(url: str) -> None:
+    """Several inputs and outputs: each instance and each prediction is an object."""
+    instances = [{"transaction": ROW[0].tolist(), "applicant": a.tolist()} for a in APPLICANTS]
+    answer = requests.post(f"{url}/v1/models/risk_ensemble:predict", json={"instances": instances}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert len(predictions) == 3 and set(predictions[0]) == {"fraud_probability", "credit_score"}
+    v2 = requests.post(f"{url}/v2/models/risk_ensemble/infer", timeout=60, json={"inputs": [
+        {"name": "transaction", "shape": [3, 16], "datatype": "FP32", "data": np.repeat(ROW, 3, 0).ravel().tolist()},
+        {"name": "applicant", "shape": [3, 8], "datatype": "FP32", "data": APPLICANTS.ravel().tolist()}]}).json()
+    scores = next(o["data"] for o in v2["outputs"] if o["name"] == "credit_score")
+    np.testing.assert_allclose([p["credit_score"][0] for p in predictions], scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    ("credit_score:predict", {"instances": [[1.0, 2.0]]}, 400, "applicant"),
+    ("credit_score:predict", {"instances": [[1] * 8], "inputs": [[1] * 8]}, 400, "Not allowed to have both"),
+    ("credit_score:predict", {"rows": []}, 400, "Missing 'inputs' or 'instances' key"),
+    ("credit_score:predict", {"instances": [["x"] * 8]}, 400, "expects DT_FLOAT"),
+    ("credit_score:predict", {"signature_name": "nope", "instances": [[1] * 8]}, 400, "not found in signature def"),
+    ("credit_score:classify", {"examples": []}, 400, "classify"),
+    ("nothing_here:predict", {"instances": [[1]]}, 404, "nothing_here"),
+    ("credit_score/versions/9:predict", {"instances": [[1] * 8]}, 404, "9"),
+])
+def test_bad_requests_get_tf_serving_errors(url: str, path: str, body: dict, status: int, message: str) -> None:
+    answer = requests.post(f"{url}/v1/models/{path}", json=body, timeout=30)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"], answer.text
+
+
+def test_the_rest_api_port_serves_v1_only(served: dict) -> None:
+    rest = served["rest"]
+    answer = requests.post(f"{rest}/v1/models/fraud:predict", json={"instances": ROW.tolist()}, timeout=30)
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1, answer.text
+    assert requests.get(f"{rest}/v2/models/fraud", timeout=30).status_code == 404
