@@ -85,10 +85,11 @@ def ray_cluster() -> Iterator[str]:
     """A local Ray with Serve (its own HTTP proxy on a free port, for ``serve run`` style tests;
     infergrid's front door listens elsewhere); yields the proxy's base URL.
 
-    Eight logical CPUs on a 2-core machine: the replicas reserve fractions of a CPU and mostly idle.
+    Twelve logical CPUs on a 2-core machine: the replicas reserve fractions of a CPU and mostly idle
+    (the example models, the failing ones, and a test module's own models at once).
     """
     port = free_port()
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=12, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"

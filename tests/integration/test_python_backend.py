@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from repository_helpers import ROW, index_rows, wait_for
+from repository_helpers import ROW, index_rows, output_of, version_apps, wait_for, write_version
 
 pytestmark = pytest.mark.integration
 
@@ -200,6 +202,49 @@ def test_a_failing_model_warmup_keeps_the_version_from_serving(url: str, python_
     text = _load_failure(url, "py_cold")
     assert "warm-up 'unlucky' failed" in text and "13 is unlucky" in text, text
     assert requests.get(f"{url}/v2/models/py_cold/ready", timeout=30).status_code != 200
+
+
+def test_a_hot_swap_of_a_model_called_by_bls_fails_no_request(python_models: dict, new_model) -> None:
+    """The BLS caller follows the called model's table and acks it: while swap_target goes from
+    version 1 to 2 under load through py_bls_swap, no request fails and each answer is v1's or v2's."""
+    repository, url = python_models["repository"], python_models["url"]
+    target = new_model("swap_target", seed=21)
+    expected = {1: output_of(target / "1")}
+    caller = _place(repository, MODELS / "py_bls", "py_bls_swap",
+                    config_extra='parameters { key: "fraud_model" value: { string_value: "swap_target" } }\n')
+    try:
+        wait_for(lambda: requests.get(f"{url}/v2/models/py_bls_swap/ready", timeout=30).status_code == 200, 120,
+                 "py_bls_swap to serve")
+        body = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": ROW.ravel().tolist()},
+                           {"name": "applicant", "shape": [1, 8], "datatype": "FP32", "data": [0.0] * 8}]}
+        replies: list[tuple[int, float | None]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            with requests.Session() as session:
+                while not stop.is_set():
+                    answer = session.post(f"{url}/v2/models/py_bls_swap/infer", json=body, timeout=60)
+                    value = next((o["data"][0] for o in answer.json().get("outputs", ())
+                                  if o["name"] == "fraud_probability"), None) if answer.status_code == 200 else None
+                    replies.append((answer.status_code, value))
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(replies) > 20, 60, "traffic through py_bls_swap")
+        expected[2] = write_version(target, 2, seed=22, atomic=True)
+        wait_for(lambda: replies and replies[-1][1] == pytest.approx(expected[2], abs=1e-5), 90,
+                 "answers from swap_target version 2")
+        wait_for(lambda: len(version_apps("swap_target")) == 1, 90, "version 1 to be removed")
+        time.sleep(1)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        failed = [r for r in replies if r[0] != 200]
+        assert not failed, f"{len(failed)} of {len(replies)} requests failed during the swap"
+        assert all(any(v == pytest.approx(e, abs=1e-5) for e in expected.values()) for _, v in replies)
+    finally:
+        shutil.rmtree(caller, ignore_errors=True)
+        wait_for(lambda: not index_rows(url, "py_bls_swap"), 90, "py_bls_swap to be removed")
 
 
 def test_finalize_runs_when_the_model_is_unloaded(python_models: dict) -> None:
