@@ -20,7 +20,7 @@ __all__ = ["start_controller", "get_controller", "stop_controller"]
 CONTROLLER_CPUS = 0.05
 
 
-def start_controller(repository: Path | list[Path], mode: str = "poll", poll_secs: float = 1.0,
+def start_controller(repository: Path | list[Path] | dict, mode: str = "poll", poll_secs: float = 1.0,
                      load_models: list[str] | None = None, gpu: bool = False,
                      auth: dict | None = None, listen: Listen | None = None,
                      front_door_replicas: int = 1, strict: bool = False) -> ActorHandle:
@@ -35,7 +35,11 @@ def start_controller(repository: Path | list[Path], mode: str = "poll", poll_sec
     actor = ray.remote(RepositoryController).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=CONTROLLER_CPUS, max_concurrency=1000)
-    roots = [str(r) for r in repository] if isinstance(repository, list | tuple) else str(repository)
+    if isinstance(repository, dict):  # {"roots": [...], "models": {name: folder}}
+        roots: str | list[str] | dict = {"roots": [str(r) for r in repository.get("roots", [])],
+                                         "models": {n: str(p) for n, p in repository.get("models", {}).items()}}
+    else:
+        roots = [str(r) for r in repository] if isinstance(repository, list | tuple) else str(repository)
     return actor.remote(roots, mode, poll_secs, list(load_models or []), gpu, auth, listen,
                         front_door_replicas, strict)
 

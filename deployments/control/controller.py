@@ -51,7 +51,7 @@ MODES = ("none", "poll", "explicit")
 class RepositoryController:
     """The controller actor's class (started by ``deployments.control.client.start_controller``)."""
 
-    def __init__(self, repository: str | list[str], mode: str = "poll", poll_secs: float = 1.0,
+    def __init__(self, repository: str | list[str] | dict, mode: str = "poll", poll_secs: float = 1.0,
                  load_models: list[str] | None = None, gpu: bool = False, auth: dict | None = None,
                  listen: Listen | None = None, front_door_replicas: int = 1, strict: bool = False) -> None:
         if mode not in MODES:
@@ -59,7 +59,9 @@ class RepositoryController:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         configure_logging("controller")
         recorder = Recorder()  # load durations and failures, for /metrics
-        self._roots = RepositoryRoots(repository)
+        # A folder, several, or {"roots": [...], "models": {name: folder}} (TF Serving's --model_base_path).
+        self._roots = RepositoryRoots(repository.get("roots", []), repository.get("models")) \
+            if isinstance(repository, dict) else RepositoryRoots(repository)
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])
         self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
@@ -172,8 +174,8 @@ class RepositoryController:
                 name = event.path.name
                 if event.path.is_dir():
                     self._events.watch(event.path)
-            elif self._roots.is_root(event.path.parent.parent):
-                name = event.path.parent.name
+            elif self._roots.is_root(event.path.parent.parent) or self._roots.named_at(event.path.parent):
+                name = self._roots.named_at(event.path.parent) or event.path.parent.name
                 if event.moved_in and event.path.name.isdigit():
                     self._models.tracker_moved_in(event.path)
             else:
@@ -196,7 +198,7 @@ class RepositoryController:
         for name, state in adopt(running, endpoints).items():
             self._models.states[name] = state
             self._models.know(name, wanted=True)
-            entry = scan_model(self._roots.folder(name))  # the front door keeps answering for it meanwhile
+            entry = scan_model(self._roots.folder(name), name=name)  # the front door keeps answering for it meanwhile
             if entry.config is not None:
                 self._tables.served.add(apps.served_model(entry, endpoint_app(name) if entry.config.composite else ""))
         if self._models.states:

@@ -126,7 +126,7 @@ class Reconciler:
         folder = self._roots.folder(name)
         if not policy.wanted or not folder.is_dir():
             return ModelSnapshot(name, folder.is_dir())
-        entry = scan_model(folder, self._strict)
+        entry = scan_model(folder, self._strict, name)
         if policy.override is not None and not entry.error:
             config = policy.override
             if not config.platform and entry.config is not None:
@@ -178,7 +178,7 @@ class Reconciler:
                 members[name] = None
                 continue
             # A member whose config is broken is still a member: it answers 503 until fixed.
-            members[name] = scan_model(folder).config or ModelConfig(name=name, platform="")
+            members[name] = scan_model(folder, name=name).config or ModelConfig(name=name, platform="")
         return members
 
     # --- applying one change ----------------------------------------------------------------

@@ -210,10 +210,12 @@ def _shut_down(embedded: bool) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repositories until Ctrl-C or SIGTERM."""
     repositories = [Path(r).resolve() for r in args.repositories]
-    for repository in repositories:
+    models_by_name = {args.model_name: Path(args.model_base_path).resolve()} if args.model_base_path else {}
+    for repository in [*repositories, *models_by_name.values()]:
         if not repository.is_dir():
             return _refuse(f"model repository {repository} is not a folder")
-    named = ",".join(str(r) for r in repositories)  # how the controller names what it serves
+    named = ",".join([str(r) for r in repositories] + [f"{n}={p}" for n, p in models_by_name.items()])
+    source = {"roots": repositories, "models": models_by_name} if models_by_name else repositories
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)
@@ -233,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     embedded, dashboard = _start_ray(args.settings)
     listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address,
                     args.rest_api_port)
-    controller = start_controller(repositories, args.model_control_mode, args.repository_poll_secs,
+    controller = start_controller(source, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)
     running = ray.get(controller.describe.remote())

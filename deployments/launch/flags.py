@@ -32,8 +32,8 @@ def _add_boolean(parser: argparse.ArgumentParser, flag: str, default: bool, text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repository", "--model-repository", dest="repositories", action="append", required=True,
-                   metavar="DIR", help="model repository folder (Triton: --model-repository)")
+    p.add_argument("--repository", "--model-repository", dest="repositories", action="append", default=[],
+                   metavar="DIR", help="model repository folder (Triton: --model-repository; repeatable)")
     p.add_argument("--host", "--http-address", dest="host", default="127.0.0.1",
                    help="HTTP address (default 127.0.0.1; Triton: --http-address)")
     p.add_argument("--port", "--http-port", dest="port", type=int, default=8000,
@@ -58,6 +58,10 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
                    help="a port that serves only /metrics, as Triton's (default 8002, 0: off); "
                         "/metrics is on the HTTP port too")
     p.add_argument("--metrics-address", default=None, help="metrics address (default: the HTTP address)")
+    p.add_argument("--model-name", "--model_name", dest="model_name", default=None,
+                   help="TF Serving's one-model start: serve the folder --model_base_path as this model")
+    p.add_argument("--model-base-path", "--model_base_path", dest="model_base_path", default=None, metavar="DIR",
+                   help="TF Serving's layout: DIR/<version>/saved_model.pb (any framework's model files work)")
     p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
                    help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
                         "(default 0: off; /v1 is on the HTTP port too)")
@@ -110,11 +114,15 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     """Settle what the flags say together (exits with a usage error when they disagree)."""
     if args.command not in ("serve", "config"):
         return args
-    if len(args.repositories) > 1 and args.command == "config":
+    if args.command == "config" and len(args.repositories) != 1:
         parser.error("infergrid config writes a Serve config for one model repository: give --repository once "
                      f"(got {len(args.repositories)})")
-    args.repository = args.repositories[0]
+    args.repository = args.repositories[0] if args.repositories else None
     if args.command == "serve":
+        if bool(getattr(args, "model_name", None)) != bool(getattr(args, "model_base_path", None)):
+            parser.error("--model_name and --model_base_path go together (TF Serving's one-model start)")
+        if not args.repositories and not args.model_base_path:
+            parser.error("give --model-repository DIR (or TF Serving's --model_name and --model_base_path)")
         if args.repository_poll_secs <= 0:
             parser.error("--repository-poll-secs must be > 0")
         if not args.allow_grpc:

@@ -294,7 +294,7 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
     )
 
 
-def load_config_file(model_dir: Path) -> ModelConfig:
+def load_config_file(model_dir: Path, name: str | None = None) -> ModelConfig:
     """Read ``<model_dir>/config.pbtxt``, else ``config.json`` (Triton's JSON mapping, as the load
     API takes it); neither is an empty config.
 
@@ -304,9 +304,10 @@ def load_config_file(model_dir: Path) -> ModelConfig:
     path = model_dir / "config.pbtxt"
     as_json = not path.exists() and (model_dir / "config.json").exists()
     path = model_dir / "config.json" if as_json else path
-    source = f"{model_dir.name}/{path.name}"
+    name = name or model_dir.name  # the model's name (its folder's, unless named one by one)
+    source = f"{name}/{path.name}"
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: cannot read: {exc}") from exc
-    return parse_config_json(text, source, model_dir.name) if as_json else parse_config(text, source, model_dir.name)
+    return parse_config_json(text, source, name) if as_json else parse_config(text, source, name)

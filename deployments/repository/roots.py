@@ -1,7 +1,8 @@
-"""Several model repositories served as one (tritonserver's repeated ``--model-repository``).
+"""Several model repositories served as one (tritonserver's repeated ``--model-repository``), and
+model folders named one by one (TF Serving's ``--model_name`` + ``--model_base_path``).
 
-A model is the folder of that name in the first repository holding one; a name found in two
-repositories is served from the first and logged once as a conflict (Triton refuses duplicates
+A model is its named folder, else the folder of that name in the first repository holding one; a
+name found twice is served from the first and logged once as a conflict (Triton refuses duplicates
 across repositories; infergrid keeps serving the first so one stray copy does not take a model
 down). Pure: paths only.
 """
@@ -9,7 +10,7 @@ down). Pure: paths only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from deployments.repository.scan import MODEL_NAME
@@ -20,29 +21,33 @@ logger = logging.getLogger("infergrid")
 
 
 class RepositoryRoots:
-    """The repositories, in the order given."""
+    """The repositories, in the order given, and the models named one by one (``named``)."""
 
-    def __init__(self, roots: Sequence[Path | str] | Path | str) -> None:
+    def __init__(self, roots: Sequence[Path | str] | Path | str, named: Mapping[str, Path | str] | None = None) -> None:
         items = [roots] if isinstance(roots, (str, Path)) else list(roots)
-        if not items:
-            raise ValueError("at least one model repository is needed")
+        self.named: dict[str, Path] = {name: Path(path) for name, path in (named or {}).items()}
+        if not items and not self.named:
+            raise ValueError("at least one model repository (or named model folder) is needed")
         self.paths: tuple[Path, ...] = tuple(Path(p) for p in items)
         self._conflicts_logged: set[str] = set()
 
     def __str__(self) -> str:
-        return ",".join(str(p) for p in self.paths)
+        return ",".join([str(p) for p in self.paths] + [f"{n}={p}" for n, p in sorted(self.named.items())])
 
     def folder(self, name: str) -> Path:
-        """The folder of model ``name``: in the first repository that has it (else the first's path)."""
+        """The folder of model ``name``: its named folder, else in the first repository that has it
+        (else a path that does not exist)."""
+        if name in self.named:
+            return self.named[name]
         for root in self.paths:
             candidate = root / name
             if candidate.is_dir():
                 return candidate
-        return self.paths[0] / name
+        return (self.paths[0] if self.paths else Path("/nonexistent-model-repository")) / name
 
     def model_names(self) -> list[str]:
         """Every model folder name across the repositories (hidden folders and bad names skipped)."""
-        seen: dict[str, Path] = {}
+        seen: dict[str, Path] = {name: path for name, path in self.named.items() if path.is_dir()}
         for root in self.paths:
             try:
                 folders = [p for p in root.iterdir() if p.is_dir()]
@@ -67,5 +72,11 @@ class RepositoryRoots:
     def is_root(self, path: Path) -> bool:
         return path in self.paths
 
+    def named_at(self, path: Path) -> str | None:
+        """The named model whose folder is ``path`` (None: none is)."""
+        return next((name for name, folder in self.named.items() if folder == path), None)
+
     def watch_targets(self) -> Iterable[Path]:
+        """Folders whose entries name models: the repositories (a named model's folder is watched as
+        a model folder)."""
         return self.paths

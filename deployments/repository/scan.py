@@ -71,15 +71,16 @@ def strict_problem(model_dir: Path, config: ModelConfig) -> str | None:
     return None
 
 
-def scan_model(model_dir: Path, strict: bool = False) -> ModelEntry:
+def scan_model(model_dir: Path, strict: bool = False, name: str | None = None) -> ModelEntry:
     """Read one model folder; any problem is recorded in ``error`` with the file and field.
 
-    ``strict``: Triton's ``--strict-model-config=true`` (see ``strict_problem``).
+    ``strict``: Triton's ``--strict-model-config=true`` (see ``strict_problem``); ``name``: the
+    model's name when it is not the folder's (TF Serving's ``--model_name`` over ``--model_base_path``).
     """
-    name = model_dir.name
+    name = name or model_dir.name
     try:
         versions = _versions(model_dir)
-        config = load_config_file(model_dir)
+        config = load_config_file(model_dir, name)
     except ConfigError as exc:
         return ModelEntry(name, model_dir, None, {}, str(exc))
     except OSError as exc:

@@ -201,13 +201,13 @@ def session_processes(session: int) -> list[str]:
     return [" ".join(row) for row in rows if len(row) >= 3 and row[1] == str(session) and not row[2].startswith("Z")]
 
 
-def start_server(repository: Path | list[Path], port: int, log: Path) -> subprocess.Popen:
+def start_server(repository: Path | list[Path], port: int, log: Path, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     repositories = [a for r in (repository if isinstance(repository, list) else [repository])
                     for a in ("--model-repository", str(r))]
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "deployments.launch.cli", "serve", *repositories,
-                                    "--port", str(port), "--grpc-port", "0"],
+                                    "--port", str(port), "--grpc-port", "0", *extra],
                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 400
     while "READY" not in log.read_text():
@@ -251,15 +251,24 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
             assert infer(url, name, headers={}).json()["model_name"] == name
         stop_server(process, port, tmp_path / "first.log")
         # One model is enough to show the port serves again; two repositories (tritonserver's
-        # repeated --model-repository) serve as one, a name in both from the first.
-        again, other = tmp_path / "again", tmp_path / "other"
+        # repeated --model-repository) serve as one, a name in both from the first; and TF Serving's
+        # one-model start (--model_name, --model_base_path: <dir>/<version>/) beside them, on its
+        # REST port.
+        again, other, base = tmp_path / "again", tmp_path / "other", tmp_path / "tf_base"
         shutil.copytree(root / "fraud07", again / "fraud07")
         shutil.copytree(root / "fraud08", other / "fraud08")
         (other / "fraud07").mkdir()  # a stray copy in the second repository: not served from there
-        process = start_server([again, other], port, tmp_path / "second.log")
+        (base / "1").mkdir(parents=True)
+        shutil.copy(root / "fraud07" / "1" / "model.onnx", base / "1" / "model.onnx")
+        rest_port = free_port()
+        process = start_server([again, other], port, tmp_path / "second.log", "--model_name", "tfs",
+                               "--model_base_path", str(base), "--rest_api_port", str(rest_port))
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
-        assert f"infergrid serving {again},{other}" in (tmp_path / "second.log").read_text()
+        assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()
+        tf_answer = requests.post(f"http://127.0.0.1:{rest_port}/v1/models/tfs:predict", timeout=60,
+                                  json={"instances": [BODY["inputs"][0]["data"]]})
+        assert tf_answer.status_code == 200 and len(tf_answer.json()["predictions"]) == 1, tf_answer.text
         stop_server(process, port, tmp_path / "second.log")
     finally:
         if process.poll() is None:

@@ -44,6 +44,19 @@ def test_several_repositories_serve_as_one(tmp_path: Path, caplog: pytest.LogCap
     assert roots.folder("shared") == tmp_path / "a" / "shared"  # the first repository wins
     assert "model shared is in two repositories" in caplog.text
     assert roots.folder("nothing") == tmp_path / "a" / "nothing" and str(roots).count(",") == 1
+    (tmp_path / "tf_base" / "1").mkdir(parents=True)  # TF Serving's --model_name / --model_base_path
+    named = RepositoryRoots([tmp_path / "b"], {"resnet": tmp_path / "tf_base", "gone": tmp_path / "nowhere"})
+    assert named.model_names() == ["credit", "resnet", "shared"] and named.folder("resnet") == tmp_path / "tf_base"
+    assert named.named_at(tmp_path / "tf_base") == "resnet" and named.named_at(tmp_path / "b") is None
+
+
+def test_tf_serving_one_model_flags() -> None:
+    args = parse("serve", "--model_name", "resnet", "--model_base_path", "/models/resnet", "--rest_api_port", "8501")
+    assert (args.model_name, args.model_base_path, args.rest_api_port, args.repositories) == (
+        "resnet", "/models/resnet", 8501, [])
+    for argv in (("serve", "--model_name", "resnet"), ("serve",)):
+        with pytest.raises(SystemExit):
+            parse(*argv)
 
 
 @pytest.mark.parametrize("argv", [
