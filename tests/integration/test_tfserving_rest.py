@@ -4,6 +4,8 @@ Serving-shaped errors (never a 500 for a bad body)."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import requests
@@ -70,6 +72,23 @@ def test_predict_on_an_ensemble_with_named_instances(url: str) -> None:
         {"name": "applicant", "shape": [3, 8], "datatype": "FP32", "data": APPLICANTS.ravel().tolist()}]}).json()
     scores = next(o["data"] for o in v2["outputs"] if o["name"] == "credit_score")
     np.testing.assert_allclose([p["credit_score"][0] for p in predictions], scores, rtol=1e-6)
+
+
+def test_b64_strings_in_and_strings_out_through_a_pipeline(url: str) -> None:
+    """DT_STRING inputs as {"b64": ...} and as text; string outputs come back as text."""
+    application = {"amount": 3800, "merchant_category": "crypto", "hour": 3, "account_age_days": 4,
+                   "distance_km": 900, "transactions_24h": 14, "annual_income": 21000, "monthly_debt": 1400,
+                   "credit_history_years": 1, "credit_utilization": 0.95, "late_payments": 5}
+    instance = {k: [{"b64": base64.b64encode(v.encode()).decode()}] if isinstance(v, str) else [float(v)]
+                for k, v in application.items()}
+    answer = requests.post(f"{url}/v1/models/loan_decision:predict", json={"instances": [instance]}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    plain = requests.post(f"{url}/pipelines/loan_decision", json=application, timeout=60).json()
+    assert prediction["decision"] == [plain["decision"]] and isinstance(prediction["reasons"][0], str)
+    as_text = dict(instance, merchant_category=["crypto"])  # a plain string is a DT_STRING value too
+    again = requests.post(f"{url}/v1/models/loan_decision:predict", json={"instances": [as_text]}, timeout=60)
+    assert again.json()["predictions"][0]["decision"] == prediction["decision"]
 
 
 @pytest.mark.parametrize(("path", "body", "status", "message"), [
