@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from backends.dtypes import v2_to_numpy
 from backends.errors import InvalidRequest
@@ -130,9 +131,12 @@ def decode_predict(body: bytes, signature: ModelSignature, limits: RequestLimits
     check_body_size(len(body), limits)
     check_json_depth(body, limits)
     try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        document = orjson.loads(body)  # a C parser: a JSON image is 150k numbers
+    except orjson.JSONDecodeError:
+        try:  # Python's parser takes what orjson refuses and TF Serving accepts (NaN, Infinity)
+            document = json.loads(body)
+        except ValueError as exc:
+            raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object with 'instances' or 'inputs'")
     name = document.get("signature_name") or DEFAULT_SIGNATURE
