@@ -45,6 +45,9 @@ class Backend(ABC):
 
     #: File names looked for in a version folder, in order.
     default_filenames: tuple[str, ...] = ()
+    #: True: the deployment hands whole requests to ``execute_requests`` (Triton's Python backend),
+    #: not stacked batches to ``predict``.
+    handles_requests: bool = False
 
     def __init__(self, config: ModelConfig, version_dir: Path, device: str = "cpu", threads: int = 1) -> None:
         self.config = config
@@ -66,6 +69,11 @@ class Backend(ABC):
         if self._signature is None:
             raise BackendLoadError(f"{self.config.name}: signature unknown before load()")
         return self._signature
+
+    @property
+    def max_batch_size(self) -> int:
+        """Rows per request at most (0: no batch dimension); the config's unless the model sets it."""
+        return self.config.max_batch_size
 
     @abstractmethod
     def load(self) -> None:

@@ -85,27 +85,13 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--conns", default="1,4,16,64")
+    parser.add_argument("--port", type=int, default=8141, help="HTTP port; gRPC on the next one")
     args = parser.parse_args()
-    from build_repository import FRAUD_CONFIG, build_fraud
+    from build_repository import build_repository
 
-    return _run(args, FRAUD_CONFIG, build_fraud)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run(args: argparse.Namespace, fraud_config: str, build_fraud) -> int:
-    repository = Path(tempfile.mkdtemp()) / "repo"
-    (repository / "fraud").mkdir(parents=True)
-    (repository / "fraud" / "config.pbtxt").write_text(fraud_config)
-    build_fraud(repository / "fraud" / "1")
-    port, grpc_port = _free_port(), _free_port()
-    url = start_serving(repository, port, grpc_port=grpc_port)
+    repository = build_repository(Path(tempfile.mkdtemp()) / "repo", only=("fraud",))
+    grpc_port = args.port + 1
+    url = start_serving(repository, args.port, grpc_port=grpc_port)
     grpc_address = f"127.0.0.1:{grpc_port}"
     module, client = _client("http", url, grpc_address)
     tensor = module.InferInput("features", [1, 16], "FP32")

@@ -60,7 +60,7 @@ class TritonPythonBackend(Backend):
     """One version of a Triton Python model in one replica (one Triton model instance)."""
 
     default_filenames = ("model.py",)
-    handles_requests = True  # the deployment hands it requests (``execute_requests``), not a stacked batch
+    handles_requests = True
 
     def __init__(self, config, version_dir: Path, device: str = "cpu", threads: int = 1) -> None:
         super().__init__(config, version_dir, device, threads)

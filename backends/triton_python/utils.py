@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.dtypes import v2_to_numpy
+from backends.dtypes import config_to_v2, numpy_to_v2, v2_to_numpy
 from backends.errors import status_of
 
 __all__ = [
@@ -57,8 +57,7 @@ def connect_bls(call: BlsCall | None) -> None:
 
 def triton_string_to_numpy(triton_type_string: str) -> type:
     """``"TYPE_FP32"`` -> ``numpy.float32``; ``TYPE_STRING`` -> ``numpy.object_``."""
-    name = triton_type_string.removeprefix("TYPE_")
-    return v2_to_numpy("BYTES" if name == "STRING" else name).type
+    return v2_to_numpy(config_to_v2(triton_type_string)).type
 
 
 def triton_to_numpy_type(data_type: int) -> type:
@@ -68,8 +67,6 @@ def triton_to_numpy_type(data_type: int) -> type:
 
 def numpy_to_triton_type(data_type: Any) -> int | None:
     """A numpy type -> its ``TRITONSERVER_DataType`` value (None when Triton has none)."""
-    from backends.dtypes import numpy_to_v2
-
     try:
         return _TRITON_TYPES.index(numpy_to_v2(np.dtype(data_type)))
     except Exception:  # noqa: BLE001 - Triton answers None for types it does not know

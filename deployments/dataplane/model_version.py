@@ -85,13 +85,13 @@ class ModelVersion:
     def __init__(self, model: str, version: int, version_dir: str, config: ModelConfig, threads: int = 1) -> None:
         device = _device()
         self._backend = create_backend(config, Path(version_dir), device, threads)
-        whole_requests = bool(getattr(self._backend, "handles_requests", False))
+        whole_requests = self._backend.handles_requests
         if whole_requests:  # Triton's name of this instance: <group>_<index>
             self._backend.instance_name = f"{model}_0_{_replica_rank()}"
         self._backend.load()
         self._warm_up(model, version, warmup_samples(config.triton, Path(version_dir).parent), whole_requests)
-        max_batch_size = getattr(self._backend, "max_batch_size", config.max_batch_size)
-        self._info = VersionInfo(model, version, config.platform, self._backend.signature, max_batch_size, device,
+        self._info = VersionInfo(model, version, config.platform, self._backend.signature,
+                                 self._backend.max_batch_size, device,
                                  whole_requests)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
         self._started = False  # set on the first call, which runs on the replica's event loop

@@ -214,7 +214,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for repository in [*repositories, *models_by_name.values()]:
         if not repository.is_dir():
             return _refuse(f"model repository {repository} is not a folder")
-    named = ",".join([str(r) for r in repositories] + [f"{n}={p}" for n, p in models_by_name.items()])
+    from deployments.repository.roots import RepositoryRoots
+
+    named = str(RepositoryRoots(repositories, models_by_name))  # as the controller names what it serves
     source = {"roots": repositories, "models": models_by_name} if models_by_name else repositories
     policy, refusal = _security_setup(args, args.settings)
     if refusal:

@@ -119,7 +119,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
                      f"(got {len(args.repositories)})")
     args.repository = args.repositories[0] if args.repositories else None
     if args.command == "serve":
-        if bool(getattr(args, "model_name", None)) != bool(getattr(args, "model_base_path", None)):
+        if bool(args.model_name) != bool(args.model_base_path):
             parser.error("--model_name and --model_base_path go together (TF Serving's one-model start)")
         if not args.repositories and not args.model_base_path:
             parser.error("give --model-repository DIR (or TF Serving's --model_name and --model_base_path)")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from backends.dtypes import v2_to_numpy
+from backends.dtypes import is_bfloat16, v2_to_numpy
 from backends.errors import InvalidRequest
 from backends.signature import ModelSignature, TensorSpec
 from deployments.protocol.limits import RequestLimits, check_body_size, check_elements, check_json_depth
@@ -164,7 +164,7 @@ def _json_value(array: np.ndarray) -> Any:
             except UnicodeDecodeError:
                 return {"b64": base64.b64encode(raw).decode()}
         return np.vectorize(text, otypes=[object])(array).tolist() if array.size else array.tolist()
-    if array.dtype.kind == "V":  # bfloat16
+    if is_bfloat16(array.dtype):  # its scalars are not JSON numbers
         return array.astype(np.float32).tolist()
     return array.tolist()
 

@@ -10,7 +10,7 @@ down). Pure: paths only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deployments.repository.scan import MODEL_NAME
@@ -75,8 +75,3 @@ class RepositoryRoots:
     def named_at(self, path: Path) -> str | None:
         """The named model whose folder is ``path`` (None: none is)."""
         return next((name for name, folder in self.named.items() if folder == path), None)
-
-    def watch_targets(self) -> Iterable[Path]:
-        """Folders whose entries name models: the repositories (a named model's folder is watched as
-        a model folder)."""
-        return self.paths
