@@ -144,18 +144,22 @@ def _wait_front_door(models: list[str], timeout_s: float = 120.0) -> None:
     from deployments.names import FRONT_DOOR_APP, FRONT_DOOR_DEPLOYMENT
 
     door = serve.get_deployment_handle(FRONT_DOOR_DEPLOYMENT, app_name=FRONT_DOOR_APP)
+    # RAY_SERVE_THROUGHPUT_OPTIMIZED (serve_environment) routes handles on the caller's event loop,
+    # and this thread has none: every call failed and READY waited out the whole timeout.
+    door._init(_run_router_in_separate_loop=True)
     deadline = time.monotonic() + timeout_s
-    waiting = list(models)
+    waiting, problem = list(models), ""
     while waiting and time.monotonic() < deadline:
         try:
             answers = [(name, door.ready.remote(name)) for name in waiting]
             waiting = [name for name, answer in answers if not answer.result(timeout_s=30)]
         except Exception as exc:  # noqa: BLE001 - replicas still starting: ask again
+            problem = f" ({type(exc).__name__}: {exc})"
             logger.debug("front door not answering yet: %s", exc)
         if waiting:
             time.sleep(0.25)
     if waiting:
-        print(f"infergrid: the front door does not serve {', '.join(sorted(waiting))} yet", file=sys.stderr)
+        print(f"infergrid: the front door does not serve {', '.join(sorted(waiting))} yet{problem}", file=sys.stderr)
 
 
 def _refuse(message: str) -> int:

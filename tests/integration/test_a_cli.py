@@ -95,6 +95,7 @@ def test_explicit_mode_serves_only_what_the_api_loads(explicit_repository: Path,
             time.sleep(1)
         text = log.read_text()
         assert f"{url}/v2/models/fraud/infer" in text and "Ray dashboard    http" in text
+        assert "front door does not serve" not in text, text[-3000:]
         assert "API keys         2 (inference, management); open without a key: health, metrics, docs" in text
         assert index(url) == {("fraud", "1"): ("READY", ""), ("spare", None): ("UNAVAILABLE", "unloaded")}
         assert infer(url, "fraud").json()["model_version"] == "1"
@@ -214,6 +215,8 @@ def start_server(repository: Path | list[Path], port: int, log: Path, *extra: st
         assert process.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(1)
+    # READY follows the front door's own answer for every model (it once waited out its timeout).
+    assert "front door does not serve" not in log.read_text(), log.read_text()[-3000:]
     return process
 
 
