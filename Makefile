@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e '.[test]'
+	# TF Serving's protos (its config files, its APIs). --no-deps: the wheel asks for the full
+	# `tensorflow` package, which would sit beside tensorflow-cpu; the protos need only protobuf.
+	$(PIP) install -q --no-deps "tensorflow-serving-api==2.21.0"
 	touch $@
 
 models: $(VENV)/.installed

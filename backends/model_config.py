@@ -115,6 +115,8 @@ class ModelConfig:
     dynamic_batching: DynamicBatching | None = None
     instance_group: tuple[InstanceGroup, ...] = ()
     version_policy: VersionPolicy = VersionPolicy()
+    # TF Serving's version labels (``stable`` -> 3), from its --model_config_file; Triton has none.
+    version_labels: tuple[tuple[str, int], ...] = ()
     default_model_filename: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     ensemble_steps: tuple[EnsembleStep, ...] = ()

@@ -113,7 +113,7 @@ def served_model(entry: ModelEntry, app: str = "") -> ServedModel:
     config = entry.config
     assert config is not None
     return ServedModel(entry.name, bool(config.composite), app, metrics_enabled(config), limits_for(config),
-                       config.triton, read_labels(entry.path, config.triton))
+                       config.triton, read_labels(entry.path, config.triton), dict(config.version_labels))
 
 
 def front_door_application(listen: Listen, replicas: int = 1, controller: str | None = None,

@@ -35,9 +35,10 @@ def start_controller(repository: Path | list[Path] | dict, mode: str = "poll", p
     actor = ray.remote(RepositoryController).options(
         name=CONTROLLER_NAME, namespace=CONTROLLER_NAMESPACE, lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=CONTROLLER_CPUS, max_concurrency=1000)
-    if isinstance(repository, dict):  # {"roots": [...], "models": {name: folder}}
+    if isinstance(repository, dict):  # {"roots": [...], "models": {name: folder}, "overrides": {name: ...}}
         roots: str | list[str] | dict = {"roots": [str(r) for r in repository.get("roots", [])],
-                                         "models": {n: str(p) for n, p in repository.get("models", {}).items()}}
+                                         "models": {n: str(p) for n, p in repository.get("models", {}).items()},
+                                         "overrides": dict(repository.get("overrides", {}))}
     else:
         roots = [str(r) for r in repository] if isinstance(repository, list | tuple) else str(repository)
     return actor.remote(roots, mode, poll_secs, list(load_models or []), gpu, auth, listen,

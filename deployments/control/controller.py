@@ -37,7 +37,7 @@ from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.roots import RepositoryRoots
-from deployments.repository.scan import MODEL_NAME, scan_model
+from deployments.repository.scan import MODEL_NAME
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
 
@@ -59,8 +59,10 @@ class RepositoryController:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         configure_logging("controller")
         recorder = Recorder()  # load durations and failures, for /metrics
-        # A folder, several, or {"roots": [...], "models": {name: folder}} (TF Serving's --model_base_path).
-        self._roots = RepositoryRoots(repository.get("roots", []), repository.get("models")) \
+        # A folder, several, or {"roots": [...], "models": {name: folder}, "overrides": {name: ModelOverride}}
+        # (TF Serving's --model_base_path or --model_config_file).
+        self._roots = RepositoryRoots(repository.get("roots", []), repository.get("models"),
+                                      repository.get("overrides")) \
             if isinstance(repository, dict) else RepositoryRoots(repository)
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])
@@ -198,7 +200,7 @@ class RepositoryController:
         for name, state in adopt(running, endpoints).items():
             self._models.states[name] = state
             self._models.know(name, wanted=True)
-            entry = scan_model(self._roots.folder(name), name=name)  # the front door keeps answering for it meanwhile
+            entry = self._roots.scan(name)  # the front door keeps answering for it meanwhile
             if entry.config is not None:
                 self._tables.served.add(apps.served_model(entry, endpoint_app(name) if entry.config.composite else ""))
         if self._models.states:

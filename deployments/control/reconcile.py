@@ -126,7 +126,7 @@ class Reconciler:
         folder = self._roots.folder(name)
         if not policy.wanted or not folder.is_dir():
             return ModelSnapshot(name, folder.is_dir())
-        entry = scan_model(folder, self._strict, name)
+        entry = self._roots.scan(name, self._strict)
         if policy.override is not None and not entry.error:
             config = policy.override
             if not config.platform and entry.config is not None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from backends.errors import ModelNotFound
 from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy, GroupOf
 from deployments.observability.hub import hub_handle
@@ -91,12 +92,14 @@ class DataPlane:
 
     def __init__(self, model: str, servable: Servable, limits: RequestLimits | None = None,
                  auth: AuthPolicy | None = None, recorder: Recorder | None = None,
-                 triton_config: Mapping | None = None, labels: Mapping | None = None) -> None:
+                 triton_config: Mapping | None = None, labels: Mapping | None = None,
+                 version_labels: Mapping[str, int] | None = None) -> None:
         self.model = model
         self.servable = servable
         self.limits = limits or RequestLimits()
         self.triton_config: Mapping = triton_config or {}
         self.labels: Mapping = labels or {}  # output -> class labels, for Triton's classification
+        self.version_labels: Mapping[str, int] = version_labels or {}  # TF Serving's: "stable" -> 3
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
 
@@ -109,6 +112,19 @@ class DataPlane:
         """Refuse a body by its declared size before it is read (``PayloadTooLarge``)."""
         check_body_size(size_bytes, self.limits)
 
+    def version(self, version: str | int | None) -> str | int | None:
+        """The version a request names: a number, or a version label (``stable``) turned into the
+        version it points at now; every protocol's version field goes through here.
+
+        Raises:
+            ModelNotFound: neither a version number nor one of the model's labels.
+        """
+        if version is None or isinstance(version, int) or version == "" or version.isdigit():
+            return version
+        if version in self.version_labels:
+            return str(self.version_labels[version])
+        raise ModelNotFound(f"model {self.model!r} has no version or version label {version!r}")
+
     def refused(self, version: str | None) -> None:
         """Count a request that failed before it reached a version (malformed, too large)."""
         if self._recorder is not None:
@@ -117,21 +133,21 @@ class DataPlane:
     async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
                     timeout_s: float | None = None) -> InferOutcome:
         """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it)."""
-        answered_by, outputs = await self.servable.infer(inputs, version, timeout_s)
+        answered_by, outputs = await self.servable.infer(inputs, self.version(version), timeout_s)
         return InferOutcome(answered_by, outputs)
 
     async def describe(self, version: int | None = None) -> ModelDescription:
         """The model's (or the version's) description for a metadata call."""
-        return await self.servable.describe_model(version)
+        return await self.servable.describe_model(self.version(version))  # type: ignore[arg-type]
 
     async def ready(self, version: int | None = None) -> bool:
         """True when the model (or the version) can serve."""
-        return await self.servable.ready(version)
+        return await self.servable.ready(self.version(version))  # type: ignore[arg-type]
 
     async def model_config(self, version: int | None = None) -> dict:
         """The config as Triton reports it (model-configuration extension), completed from the
         version that ``version`` reaches: Triton's JSON mapping with the proto's field names."""
-        described = await self.servable.describe_model(version)
+        described = await self.servable.describe_model(self.version(version))  # type: ignore[arg-type]
         return effective_config(self.triton_config, described.name, described.platform, described.signature,
                                 described.max_batch_size, described.device)
 
@@ -139,4 +155,4 @@ class DataPlane:
         """Triton's statistics extension for this model, for the whole cluster (from the metrics hub)."""
         merged = await hub_handle().collect.remote()
         served = await served_versions(self.servable.describe_model)
-        return triton_statistics(merged, self.model, version, served)
+        return triton_statistics(merged, self.model, self.version(version), served)  # type: ignore[arg-type]

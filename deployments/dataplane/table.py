@@ -57,6 +57,7 @@ class ServedModel:
     limits: RequestLimits = RequestLimits()
     config: dict = field(default_factory=dict)  # ModelConfig.triton: what GET .../config completes
     labels: dict = field(default_factory=dict)  # output -> class labels (label_filename), for classification
+    version_labels: dict = field(default_factory=dict)  # TF Serving's version labels: "stable" -> 3
 
 
 @dataclass(frozen=True)

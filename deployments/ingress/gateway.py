@@ -64,7 +64,7 @@ class Door:
             recorder = recorder if served.metrics else None
             self.router = ModelRouter(served.name, recorder=recorder)
             self.api = V2HttpApi(DataPlane(served.name, self.router, served.limits, auth, recorder, served.config,
-                                           served.labels))
+                                           served.labels, served.version_labels))
 
     async def reply(self, request: HttpRequest, path: str, request_id: str) -> HttpReply:
         """``path`` below ``/v2/models/{model}``."""
@@ -94,23 +94,28 @@ class Door:
         return await self.handle.infer_versioned.remote(inputs, version, timeout_s)
 
     async def describe(self, version: str | None) -> ModelDescription:
-        number = _version_number(self.served.name, version)
+        number = _version_number(self.served.name, self._labelled(version))
         if self.api is not None:
             return await self.api.plane.describe(number)
         return await self.handle.describe.remote(number)
 
     async def model_config(self, version: str | None) -> dict:
         """The config as Triton reports it (Triton's JSON mapping, completed from the model)."""
-        number = _version_number(self.served.name, version)
+        number = _version_number(self.served.name, self._labelled(version))
         if self.api is not None:
             return await self.api.plane.model_config(number)
         return await self.handle.model_config.remote(number)
+
+    def _labelled(self, version: str | None) -> str | None:
+        """``version``, a version label turned into its version's number."""
+        return str(self.api.plane.version(version)) if self.api is not None and version else version
 
     def update_config(self, served: ServedModel) -> None:
         """Take a changed ``config`` that needs no new door (batching, counts: applied by the table)."""
         self.served = served
         if self.api is not None:
-            self.api.plane.triton_config, self.api.plane.labels = served.config, served.labels
+            plane = self.api.plane
+            plane.triton_config, plane.labels, plane.version_labels = served.config, served.labels, served.version_labels
 
     async def ready(self, version: int | None = None) -> bool:
         try:
@@ -163,7 +168,8 @@ class Gateway:
         current = self._doors.get(served.name)
         if current is not None and current.served == served:
             return
-        if current is not None and replace(current.served, config=served.config, labels=served.labels) == served:
+        if current is not None and replace(current.served, config=served.config, labels=served.labels,
+                                           version_labels=served.version_labels) == served:
             current.update_config(served)
             return
         door = Door(served, self._auth, self._recorder)

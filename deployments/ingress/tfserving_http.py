@@ -2,7 +2,7 @@
 
 Paths (TF Serving's ``api_rest.md``):
 
-* ``GET  /v1/models/{m}[/versions/{v}]``            model_version_status
+* ``GET  /v1/models/{m}[/versions/{v}|/labels/{l}]``  model_version_status (a label: its version's)
 * ``GET  /v1/models/{m}[/versions/{v}]/metadata``   model_spec + signature_def
 * ``POST /v1/models/{m}[/versions/{v}]:predict``    row (``instances``) or columnar (``inputs``)
 
@@ -51,8 +51,11 @@ class TfServingRest:
             raise ModelNotFound(f"no TF Serving route {path} (see /v1/models/{{model}}[/versions/{{v}}]"
                                 f"[/metadata|:predict])")
         model, version, label, what = match.group("model", "version", "label", "what")
-        if label is not None:
-            raise ModelNotFound(f"model {model!r} has no version label {label!r}")
+        if label is not None:  # TF Serving's version labels (--model_config_file): the version it names now
+            labels = door.served.version_labels if door is not None else {}
+            if label not in labels:
+                raise ModelNotFound(f"Unrecognized servable version label: {label}")
+            version = str(labels[label])
         if not what and method == "GET":  # status: also of a model that failed to load (state END)
             return json_reply(await self._status(model, version, door))
         if door is None:

@@ -211,17 +211,37 @@ def _shut_down(embedded: bool) -> None:
     ray.shutdown()
 
 
+def _named_models(args: argparse.Namespace) -> tuple[dict[str, Path], dict, str | None]:
+    """TF Serving's models named one by one: (name -> folder, name -> ModelOverride, a problem or None),
+    from --model_name + --model_base_path or from --model_config_file."""
+    if args.model_base_path:
+        return {args.model_name: Path(args.model_base_path).resolve()}, {}, None
+    if not args.model_config_file:
+        return {}, {}, None
+    from backends.errors import ConfigError
+    from deployments.repository.tfserving_config import read_model_config_file
+
+    try:
+        configured = read_model_config_file(Path(args.model_config_file))
+    except ConfigError as exc:
+        return {}, {}, str(exc)
+    return configured.folders, configured.overrides, None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repositories until Ctrl-C or SIGTERM."""
     repositories = [Path(r).resolve() for r in args.repositories]
-    models_by_name = {args.model_name: Path(args.model_base_path).resolve()} if args.model_base_path else {}
+    models_by_name, overrides, problem = _named_models(args)
+    if problem:
+        return _refuse(problem)
     for repository in [*repositories, *models_by_name.values()]:
         if not repository.is_dir():
             return _refuse(f"model repository {repository} is not a folder")
     from deployments.repository.roots import RepositoryRoots
 
     named = str(RepositoryRoots(repositories, models_by_name))  # as the controller names what it serves
-    source = {"roots": repositories, "models": models_by_name} if models_by_name else repositories
+    source = {"roots": repositories, "models": models_by_name, "overrides": overrides} if models_by_name \
+        else repositories
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)

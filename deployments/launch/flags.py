@@ -62,6 +62,9 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
                    help="TF Serving's one-model start: serve the folder --model_base_path as this model")
     p.add_argument("--model-base-path", "--model_base_path", dest="model_base_path", default=None, metavar="DIR",
                    help="TF Serving's layout: DIR/<version>/saved_model.pb (any framework's model files work)")
+    p.add_argument("--model-config-file", "--model_config_file", dest="model_config_file", default=None,
+                   metavar="FILE", help="TF Serving's ModelServerConfig (text format): model_config_list with "
+                                        "name, base_path, model_version_policy, version_labels")
     p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
                    help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
                         "(default 0: off; /v1 is on the HTTP port too)")
@@ -121,8 +124,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     if args.command == "serve":
         if bool(args.model_name) != bool(args.model_base_path):
             parser.error("--model_name and --model_base_path go together (TF Serving's one-model start)")
-        if not args.repositories and not args.model_base_path:
-            parser.error("give --model-repository DIR (or TF Serving's --model_name and --model_base_path)")
+        if args.model_config_file and args.model_base_path:
+            parser.error("--model_config_file and --model_base_path are exclusive (as in TF Serving)")
+        if not args.repositories and not args.model_base_path and not args.model_config_file:
+            parser.error("give --model-repository DIR (or TF Serving's --model_config_file, or its --model_name "
+                         "and --model_base_path)")
         if args.repository_poll_secs <= 0:
             parser.error("--repository-poll-secs must be > 0")
         if not args.allow_grpc:

@@ -1,19 +1,22 @@
 """Several model repositories served as one (tritonserver's repeated ``--model-repository``), and
-model folders named one by one (TF Serving's ``--model_name`` + ``--model_base_path``).
+model folders named one by one (TF Serving's ``--model_name`` + ``--model_base_path``, or its
+``--model_config_file``, whose version policy and labels are laid over the folder's own config).
 
 A model is its named folder, else the folder of that name in the first repository holding one; a
 name found twice is served from the first and logged once as a conflict (Triton refuses duplicates
 across repositories; infergrid keeps serving the first so one stray copy does not take a model
-down). Pure: paths only.
+down). Pure: paths and files only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from deployments.repository.scan import MODEL_NAME
+from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
 
 __all__ = ["RepositoryRoots"]
 
@@ -23,9 +26,12 @@ logger = logging.getLogger("infergrid")
 class RepositoryRoots:
     """The repositories, in the order given, and the models named one by one (``named``)."""
 
-    def __init__(self, roots: Sequence[Path | str] | Path | str, named: Mapping[str, Path | str] | None = None) -> None:
+    def __init__(self, roots: Sequence[Path | str] | Path | str, named: Mapping[str, Path | str] | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> None:
         items = [roots] if isinstance(roots, (str, Path)) else list(roots)
         self.named: dict[str, Path] = {name: Path(path) for name, path in (named or {}).items()}
+        # name -> tfserving_config.ModelOverride (its version policy and labels)
+        self.overrides: dict[str, Any] = dict(overrides or {})
         if not items and not self.named:
             raise ValueError("at least one model repository (or named model folder) is needed")
         self.paths: tuple[Path, ...] = tuple(Path(p) for p in items)
@@ -44,6 +50,22 @@ class RepositoryRoots:
             if candidate.is_dir():
                 return candidate
         return (self.paths[0] if self.paths else Path("/nonexistent-model-repository")) / name
+
+    def scan(self, name: str, strict: bool = False) -> ModelEntry:
+        """Read model ``name``'s folder (``scan_model``), with what a TF Serving config says of it laid
+        over its config: the version policy (versions re-chosen) and the version labels."""
+        entry = scan_model(self.folder(name), strict, name)
+        override = self.overrides.get(name)
+        if override is None or entry.config is None:
+            return entry
+        config = entry.config
+        if override.version_policy is not None:
+            config = replace(config, version_policy=override.version_policy)
+        entry = replace(entry, config=replace(config, version_labels=override.version_labels))
+        if entry.error is None and entry.versions and not entry.served_versions:
+            entry = replace(entry, error=f"{name}: model_version_policy: selects none of the versions on disk "
+                                         f"{sorted(entry.versions)}")
+        return entry
 
     def model_names(self) -> list[str]:
         """Every model folder name across the repositories (hidden folders and bad names skipped)."""

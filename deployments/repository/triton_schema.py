@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2
 
 from backends.errors import ConfigError
 
-__all__ = ["TextMessage", "parse_text", "parse_json", "from_dict", "to_dict", "to_fields", "to_triton_json"]
+__all__ = ["TextMessage", "parse_text", "text_format_error", "parse_json", "from_dict", "to_dict", "to_fields", "to_triton_json"]
 
 # Every field maps to a list of values (one for a singular field); nested messages are dicts of the
 # same form; enums are their value names; maps are lists of ``{"key": [k], "value": [v]}`` entries.
@@ -42,12 +42,17 @@ def parse_text(text: str, source: str) -> model_config_pb2.ModelConfig:
     try:
         return text_format.Parse(text, model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:
-        line, column = exc.GetLine(), exc.GetColumn()
-        problem = str(exc)
-        if line is not None and problem.startswith(f"{line}:{column} : "):
-            problem = problem[len(f"{line}:{column} : "):]
-        where = f"{source}:{line}:{column}" if line is not None else source
-        raise ConfigError(f"{where}: {problem}") from None
+        raise text_format_error(exc, source) from None
+
+
+def text_format_error(exc: text_format.ParseError, source: str) -> ConfigError:
+    """A protobuf text-format error as ``<source>:<line>:<column>: <problem>``."""
+    line, column = exc.GetLine(), exc.GetColumn()
+    problem = str(exc)
+    if line is not None and problem.startswith(f"{line}:{column} : "):
+        problem = problem[len(f"{line}:{column} : "):]
+    where = f"{source}:{line}:{column}" if line is not None else source
+    return ConfigError(f"{where}: {problem}")
 
 
 def parse_json(text: str, source: str) -> model_config_pb2.ModelConfig:

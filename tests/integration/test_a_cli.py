@@ -36,7 +36,7 @@ def models_cli(url: str, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "INFERGRID_API_KEY": MANAGEMENT_KEY})
 
 
-def infer(url: str, model: str, version: int | None = None, headers: dict | None = None) -> requests.Response:
+def infer(url: str, model: str, version: int | str | None = None, headers: dict | None = None) -> requests.Response:
     route = f"{model}/versions/{version}" if version else model
     return requests.post(f"{url}/v2/models/{route}/infer", json=BODY, timeout=60,
                          headers=AS_INFERENCE if headers is None else headers)
@@ -245,37 +245,58 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(FRAUD_CONFIG.replace('name: "fraud"', f'name: "{name}"'))
         shutil.copy(example_repository / "fraud" / "1" / "model.onnx", root / name / "1" / "model.onnx")
+    base = tmp_path / "tf_base"  # TF Serving's layout: <base>/<version>/
+    for version in (1, 2):
+        (base / str(version)).mkdir(parents=True)
+        shutil.copy(root / "fraud07" / "1" / "model.onnx", base / str(version) / "model.onnx")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_server(root, port, tmp_path / "first.log")
+    # Beside them TF Serving's one-model start (--model_name, --model_base_path: newest version).
+    process = start_server(root, port, tmp_path / "first.log", "--model_name", "tfs", "--model_base_path", str(base))
     try:
         assert requests.get(f"{url}/v2/health/ready", timeout=60).status_code == 200
         for name in ("fraud00", "fraud23"):
             assert infer(url, name, headers={}).json()["model_name"] == name
+        assert infer(url, "tfs", headers={}).json()["model_version"] == "2"
         stop_server(process, port, tmp_path / "first.log")
         # One model is enough to show the port serves again; two repositories (tritonserver's
         # repeated --model-repository) serve as one, a name in both from the first; and TF Serving's
-        # one-model start (--model_name, --model_base_path: <dir>/<version>/) beside them, on its
-        # REST port.
-        again, other, base = tmp_path / "again", tmp_path / "other", tmp_path / "tf_base"
+        # --model_config_file beside them (its version policy and labels), on its REST port.
+        again, other = tmp_path / "again", tmp_path / "other"
         shutil.copytree(root / "fraud07", again / "fraud07")
         shutil.copytree(root / "fraud08", other / "fraud08")
         (other / "fraud07").mkdir()  # a stray copy in the second repository: not served from there
-        (base / "1").mkdir(parents=True)
-        shutil.copy(root / "fraud07" / "1" / "model.onnx", base / "1" / "model.onnx")
+        config_file = tmp_path / "models.config"
+        config_file.write_text(f"""model_config_list {{ config {{
+            name: 'tfs' base_path: '{base}' model_platform: 'tensorflow'
+            model_version_policy {{ all {{ }} }}
+            version_labels {{ key: 'stable' value: 1 }} version_labels {{ key: 'canary' value: 2 }} }} }}""")
         rest_port = free_port()
-        process = start_server([again, other], port, tmp_path / "second.log", "--model_name", "tfs",
-                               "--model_base_path", str(base), "--rest_api_port", str(rest_port))
+        process = start_server([again, other], port, tmp_path / "second.log", "--model_config_file", str(config_file),
+                               "--rest_api_port", str(rest_port))
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
         assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()
-        tf_answer = requests.post(f"http://127.0.0.1:{rest_port}/v1/models/tfs:predict", timeout=60,
-                                  json={"instances": [BODY["inputs"][0]["data"]]})
-        assert tf_answer.status_code == 200 and len(tf_answer.json()["predictions"]) == 1, tf_answer.text
+        check_version_labels(url, f"http://127.0.0.1:{rest_port}")
         stop_server(process, port, tmp_path / "second.log")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def check_version_labels(url: str, rest: str) -> None:
+    """TF Serving's labels (stable -> 1, canary -> 2) address a version over TF REST and v2 alike."""
+    tf_answer = requests.post(f"{rest}/v1/models/tfs/labels/canary:predict", timeout=60,
+                              json={"instances": [BODY["inputs"][0]["data"]]})
+    assert tf_answer.status_code == 200 and len(tf_answer.json()["predictions"]) == 1, tf_answer.text
+    status = requests.get(f"{rest}/v1/models/tfs/labels/stable", timeout=60).json()
+    assert [s["version"] for s in status["model_version_status"]] == ["1"], status
+    assert requests.get(f"{rest}/v1/models/tfs", timeout=60).json()["model_version_status"][0]["version"] == "2"
+    for label, version in (("stable", "1"), ("canary", "2")):
+        assert infer(url, "tfs", label, headers={}).json()["model_version"] == version
+    assert infer(url, "tfs", "beta", headers={}).status_code == 404
+    unknown = requests.get(f"{rest}/v1/models/tfs/labels/beta", timeout=60)
+    assert unknown.status_code == 404 and "beta" in unknown.json()["error"], unknown.text
 
 
 def test_exit_on_error_stops_the_server_when_a_model_fails(tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""TF Serving's ``--model_config_file``: a text-format ``ModelServerConfig`` -> the models it names.
+
+Parsed against TF Serving's own message (``tensorflow_serving.config.model_server_config_pb2`` from
+``tensorflow-serving-api``; those config protos import no TensorFlow), so a misspelt field is an error
+with its line and column, as ``tensorflow_model_server`` reports it. Each ``model_config_list.config``
+becomes a model folder named one by one (``base_path``, TF Serving's ``<base>/<version>/`` layout),
+with its ``model_version_policy`` and ``version_labels`` applied over whatever its folder says.
+
+Read and honoured: ``name``, ``base_path``, ``model_version_policy`` (``latest``/``all``/``specific``),
+``version_labels``. Read and ignored (logged once): ``model_platform`` other than ``tensorflow``
+(the platform comes from the files, any framework), ``logging_config``, ``model_type``.
+``custom_model_config`` is refused: infergrid has no custom sources. Pure: no Ray, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from backends.errors import ConfigError
+from backends.model_config import VersionPolicy
+from deployments.repository.scan import MODEL_NAME
+from deployments.repository.triton_schema import text_format_error
+
+__all__ = ["ModelOverride", "TfServingModels", "parse_model_config_file", "read_model_config_file"]
+
+logger = logging.getLogger("infergrid")
+
+
+@dataclass(frozen=True)
+class ModelOverride:
+    """What a TF Serving config says of one model, over its folder's own config."""
+
+    version_policy: VersionPolicy | None = None  # None: the folder's own (Triton's default: latest 1)
+    version_labels: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class TfServingModels:
+    """The models a ``ModelServerConfig`` names: their folders and what it says of each."""
+
+    folders: dict[str, Path] = field(default_factory=dict)
+    overrides: dict[str, ModelOverride] = field(default_factory=dict)
+
+
+def _policy(config: model_server_config_pb2.ModelConfig, where: str) -> VersionPolicy | None:
+    if not config.HasField("model_version_policy"):
+        return None
+    policy = config.model_version_policy
+    chosen = policy.WhichOneof("policy_choice")
+    if chosen == "all":
+        return VersionPolicy(kind="all")
+    if chosen == "specific":
+        if not policy.specific.versions:
+            raise ConfigError(f"{where}.model_version_policy.specific.versions: list at least one version")
+        return VersionPolicy(kind="specific", versions=tuple(int(v) for v in policy.specific.versions))
+    num = policy.latest.num_versions if chosen == "latest" and policy.latest.num_versions else 1
+    return VersionPolicy(kind="latest", num_versions=num)
+
+
+def _labels(config: model_server_config_pb2.ModelConfig, where: str) -> tuple[tuple[str, int], ...]:
+    labels = []
+    for label, version in sorted(config.version_labels.items()):
+        if not label or label.isdigit():
+            raise ConfigError(f"{where}.version_labels: {label!r} is not a label (a label is a name, not a number)")
+        if version < 1:
+            raise ConfigError(f"{where}.version_labels[{label!r}]: version {version} is not a version number")
+        labels.append((label, int(version)))
+    return tuple(labels)
+
+
+def parse_model_config_file(text: str, source: str, relative_to: Path | None = None) -> TfServingModels:
+    """Parse a ``ModelServerConfig``'s text; a relative ``base_path`` is taken from ``relative_to``.
+
+    Raises:
+        ConfigError: not a valid ``ModelServerConfig`` (``<source>:<line>:<column>: ...``), or a
+            model without a name or base path, a name twice, a bad label.
+    """
+    try:
+        message = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as exc:
+        raise text_format_error(exc, source) from None
+    if message.WhichOneof("config") == "custom_model_config":
+        raise ConfigError(f"{source}: custom_model_config: not supported (use model_config_list)")
+    models = TfServingModels()
+    for index, config in enumerate(message.model_config_list.config):
+        where = f"{source}: model_config_list.config[{index}]"
+        if not MODEL_NAME.match(config.name):
+            raise ConfigError(f"{where}.name: {config.name!r} is not a model name")
+        if config.name in models.folders:
+            raise ConfigError(f"{where}.name: model {config.name!r} is configured twice")
+        if not config.base_path:
+            raise ConfigError(f"{where}.base_path: not set")
+        if config.model_platform not in ("", "tensorflow"):
+            logger.warning("%s.model_platform %r: ignored (the platform comes from the model files)",
+                           where, config.model_platform)
+        base = Path(config.base_path.removeprefix("file://"))
+        models.folders[config.name] = (base if base.is_absolute() else (relative_to or Path.cwd()) / base).resolve()
+        models.overrides[config.name] = ModelOverride(_policy(config, where), _labels(config, where))
+    return models
+
+
+def read_model_config_file(path: Path) -> TfServingModels:
+    """Read ``--model_config_file``; a relative base path is taken from the working directory, as
+    ``tensorflow_model_server`` takes it.
+
+    Raises:
+        ConfigError: unreadable or invalid (see ``parse_model_config_file``).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    return parse_model_config_file(text, str(path))

@@ -1,0 +1,118 @@
+"""TF Serving's --model_config_file: parsed against its ModelServerConfig, laid over each model folder,
+and its version labels resolved by the data plane for every protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from backends.errors import ConfigError, ModelNotFound
+from backends.model_config import VersionPolicy
+from deployments.dataplane.plane import DataPlane
+from deployments.launch.flags import build_parser, check_args
+from deployments.repository.roots import RepositoryRoots
+from deployments.repository.tfserving_config import ModelOverride, parse_model_config_file, read_model_config_file
+
+CONFIG = """
+model_config_list {
+  config {
+    name: 'resnet'
+    base_path: '/models/resnet/'
+    model_platform: 'tensorflow'
+    model_version_policy { specific { versions: 3 versions: 4 } }
+    version_labels { key: 'stable' value: 3 }
+    version_labels { key: 'canary' value: 4 }
+  }
+  config { name: "fraud" base_path: "fraud" model_version_policy { all {} } }
+  config { name: "plain" base_path: "/m/plain" }
+}
+"""
+
+
+def test_model_server_config_names_folders_policies_and_labels(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    models = parse_model_config_file(CONFIG, "models.config")
+    assert models.folders == {"resnet": Path("/models/resnet"), "fraud": tmp_path / "fraud",
+                              "plain": Path("/m/plain")}  # a relative base_path: from the working directory
+    assert models.overrides["resnet"] == ModelOverride(VersionPolicy("specific", versions=(3, 4)),
+                                                       (("canary", 4), ("stable", 3)))
+    assert models.overrides["fraud"].version_policy == VersionPolicy("all")
+    assert models.overrides["plain"] == ModelOverride(None, ())  # the folder's own policy (latest 1)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("model_config_list { config { name: 'a' base_path: '/a' version_label { key: 'x' value: 1 } } }",
+     'models.config:1:56: Message type "tensorflow.serving.ModelConfig" has no field named "version_label"'),
+    ("model_config_list { config { base_path: '/a' } }", "config[0].name: '' is not a model name"),
+    ("model_config_list { config { name: 'a' } }", "config[0].base_path: not set"),
+    ("model_config_list { config { name: 'a' base_path: '/a' } config { name: 'a' base_path: '/b' } }",
+     "config[1].name: model 'a' is configured twice"),
+    ("model_config_list { config { name: 'a' base_path: '/a' version_labels { key: '7' value: 1 } } }",
+     "a label is a name, not a number"),
+    ("model_config_list { config { name: 'a' base_path: '/a' model_version_policy { specific { } } } }",
+     "model_version_policy.specific.versions: list at least one version"),
+])
+def test_bad_model_server_configs_name_the_field(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_model_config_file(text, "models.config")
+    assert problem in str(caught.value)
+
+
+def test_unreadable_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_model_config_file(tmp_path / "missing.config")
+
+
+def test_the_config_file_policy_and_labels_lay_over_the_folder(tmp_path: Path) -> None:
+    base = tmp_path / "resnet"
+    for version in (2, 3, 4):
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / "model.onnx").write_bytes(b"not read by a scan")
+    text = CONFIG.replace("/models/resnet/", str(base))
+    models = parse_model_config_file(text, "models.config")
+    roots = RepositoryRoots([], {"resnet": models.folders["resnet"]}, models.overrides)
+    entry = roots.scan("resnet")
+    assert entry.error is None and entry.served_versions == [4, 3]
+    assert dict(entry.config.version_labels) == {"stable": 3, "canary": 4}
+    shutil.rmtree(base / "3")
+    shutil.rmtree(base / "4")
+    assert "selects none of the versions on disk [2]" in roots.scan("resnet").error
+
+
+class _Servable:
+    """Records the version each call reached (the plane's routing is not under test here)."""
+
+    def __init__(self) -> None:
+        self.asked: list = []
+
+    async def infer(self, inputs, version, timeout_s):
+        self.asked.append(version)
+        return 3, {}
+
+    async def ready(self, version=None):
+        self.asked.append(version)
+        return True
+
+
+def test_the_data_plane_turns_a_label_into_its_version() -> None:
+    servable = _Servable()
+    plane = DataPlane("resnet", servable, version_labels={"stable": 3, "canary": 4})  # type: ignore[arg-type]
+    asyncio.run(plane.infer({}, "canary"))
+    asyncio.run(plane.infer({}, "3"))
+    asyncio.run(plane.infer({}, None))
+    assert asyncio.run(plane.ready("stable"))
+    assert servable.asked == ["4", "3", None, "3"]
+    with pytest.raises(ModelNotFound, match="no version or version label 'beta'"):
+        asyncio.run(plane.infer({}, "beta"))
+
+
+def test_model_config_file_flag_and_its_exclusions() -> None:
+    parser = build_parser(lambda a: 0, lambda a: 0, lambda a: 0)
+    args = check_args(parser, parser.parse_args(["serve", "--model_config_file", "/etc/models.config"]))
+    assert args.model_config_file == "/etc/models.config" and args.repositories == []
+    with pytest.raises(SystemExit):
+        check_args(parser, parser.parse_args(["serve", "--model_config_file", "/c", "--model_name", "a",
+                                              "--model_base_path", "/a"]))
