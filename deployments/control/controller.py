@@ -59,10 +59,10 @@ class RepositoryController:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         configure_logging("controller")
         recorder = Recorder()  # load durations and failures, for /metrics
-        # A folder, several, or {"roots": [...], "models": {name: folder}, "overrides": {name: ModelOverride}}
-        # (TF Serving's --model_base_path or --model_config_file).
+        # A folder, several, or {"roots": [...], "models": {name: folder}, "overrides": {name: ModelOverride},
+        # "batching": TfBatching} (TF Serving's --model_base_path or --model_config_file, --enable_batching).
         self._roots = RepositoryRoots(repository.get("roots", []), repository.get("models"),
-                                      repository.get("overrides")) \
+                                      repository.get("overrides"), repository.get("batching")) \
             if isinstance(repository, dict) else RepositoryRoots(repository)
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])

@@ -104,8 +104,13 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
     @_rpc("health")
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         door = self._gateway.door(request.name)
-        version = int(request.version) if request.version.isdigit() else None
-        return pb.ModelReadyResponse(ready=door is not None and await door.ready(version))
+        if door is None:
+            return pb.ModelReadyResponse(ready=False)
+        labelled = door.served.version_labels.get(request.version)  # a TF Serving version label
+        if request.version and not request.version.isdigit() and labelled is None:
+            return pb.ModelReadyResponse(ready=False)  # neither a version nor a label of this model
+        version = int(request.version) if request.version.isdigit() else labelled
+        return pb.ModelReadyResponse(ready=await door.ready(version))
 
     @_rpc("inference")
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802

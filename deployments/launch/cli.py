@@ -228,20 +228,37 @@ def _named_models(args: argparse.Namespace) -> tuple[dict[str, Path], dict, str 
     return configured.folders, configured.overrides, None
 
 
+def _tf_batching(args: argparse.Namespace) -> tuple[object, str | None]:
+    """TF Serving's --enable_batching: (its TfBatching or None, a problem or None). Without
+    --batching_parameters_file, TF Serving's defaults."""
+    if not args.enable_batching:
+        return None, None
+    from backends.errors import ConfigError
+    from deployments.repository.tfserving_batching import parse_batching_parameters, read_batching_parameters
+
+    try:
+        if args.batching_parameters_file:
+            return read_batching_parameters(Path(args.batching_parameters_file)), None
+        return parse_batching_parameters("", "--enable_batching"), None
+    except ConfigError as exc:
+        return None, str(exc)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repositories until Ctrl-C or SIGTERM."""
     repositories = [Path(r).resolve() for r in args.repositories]
     models_by_name, overrides, problem = _named_models(args)
-    if problem:
-        return _refuse(problem)
+    batching, batching_problem = _tf_batching(args)
+    if problem or batching_problem:
+        return _refuse(problem or batching_problem)
     for repository in [*repositories, *models_by_name.values()]:
         if not repository.is_dir():
             return _refuse(f"model repository {repository} is not a folder")
     from deployments.repository.roots import RepositoryRoots
 
     named = str(RepositoryRoots(repositories, models_by_name))  # as the controller names what it serves
-    source = {"roots": repositories, "models": models_by_name, "overrides": overrides} if models_by_name \
-        else repositories
+    source = {"roots": repositories, "models": models_by_name, "overrides": overrides, "batching": batching} \
+        if models_by_name or batching else repositories
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)

@@ -65,6 +65,10 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-config-file", "--model_config_file", dest="model_config_file", default=None,
                    metavar="FILE", help="TF Serving's ModelServerConfig (text format): model_config_list with "
                                         "name, base_path, model_version_policy, version_labels")
+    _add_boolean(p, "--enable_batching", False, "TF Serving's: batch every model without its own dynamic_batching "
+                                                "as --batching_parameters_file says")
+    p.add_argument("--batching-parameters-file", "--batching_parameters_file", dest="batching_parameters_file",
+                   default=None, metavar="FILE", help="TF Serving's BatchingParameters (text format)")
     p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
                    help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
                         "(default 0: off; /v1 is on the HTTP port too)")

@@ -27,11 +27,13 @@ class RepositoryRoots:
     """The repositories, in the order given, and the models named one by one (``named``)."""
 
     def __init__(self, roots: Sequence[Path | str] | Path | str, named: Mapping[str, Path | str] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None, batching: Any = None) -> None:
         items = [roots] if isinstance(roots, (str, Path)) else list(roots)
         self.named: dict[str, Path] = {name: Path(path) for name, path in (named or {}).items()}
         # name -> tfserving_config.ModelOverride (its version policy and labels)
         self.overrides: dict[str, Any] = dict(overrides or {})
+        # tfserving_batching.TfBatching (--enable_batching): every model without its own dynamic_batching
+        self.batching = batching
         if not items and not self.named:
             raise ValueError("at least one model repository (or named model folder) is needed")
         self.paths: tuple[Path, ...] = tuple(Path(p) for p in items)
@@ -52,13 +54,20 @@ class RepositoryRoots:
         return (self.paths[0] if self.paths else Path("/nonexistent-model-repository")) / name
 
     def scan(self, name: str, strict: bool = False) -> ModelEntry:
-        """Read model ``name``'s folder (``scan_model``), with what a TF Serving config says of it laid
-        over its config: the version policy (versions re-chosen) and the version labels."""
+        """Read model ``name``'s folder (``scan_model``), with what TF Serving's flags say of it laid
+        over its config: the version policy (versions re-chosen) and the version labels of
+        --model_config_file, the batching of --enable_batching where the model sets none."""
         entry = scan_model(self.folder(name), strict, name)
         override = self.overrides.get(name)
-        if override is None or entry.config is None:
+        if entry.config is None or (override is None and self.batching is None):
             return entry
         config = entry.config
+        if self.batching is not None and config.dynamic_batching is None and not config.composite:
+            rows = config.max_batch_size or self.batching.max_batch_size
+            config = replace(config, dynamic_batching=self.batching.dynamic_batching, max_batch_size=rows,
+                             triton={**config.triton, **self.batching.triton_fields(rows)})
+        if override is None:
+            return replace(entry, config=config)
         if override.version_policy is not None:
             config = replace(config, version_policy=override.version_policy)
         entry = replace(entry, config=replace(config, version_labels=override.version_labels))

@@ -271,21 +271,37 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
             name: 'tfs' base_path: '{base}' model_platform: 'tensorflow'
             model_version_policy {{ all {{ }} }}
             version_labels {{ key: 'stable' value: 1 }} version_labels {{ key: 'canary' value: 2 }} }} }}""")
-        rest_port = free_port()
+        batching = tmp_path / "batching.txt"
+        batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 50000 }\n"
+                            "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n")
+        rest_port, grpc_port = free_port(), free_port()
         process = start_server([again, other], port, tmp_path / "second.log", "--model_config_file", str(config_file),
-                               "--rest_api_port", str(rest_port))
+                               "--rest_api_port", str(rest_port), "--grpc-port", str(grpc_port), "--enable_batching",
+                               "--batching_parameters_file", str(batching))
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
         assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()
-        check_version_labels(url, f"http://127.0.0.1:{rest_port}")
+        check_version_labels(url, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}")
+        check_tf_batching(url, f"http://127.0.0.1:{rest_port}")
         stop_server(process, port, tmp_path / "second.log")
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def check_version_labels(url: str, rest: str) -> None:
-    """TF Serving's labels (stable -> 1, canary -> 2) address a version over TF REST and v2 alike."""
+def check_version_labels(url: str, rest: str, grpc_url: str) -> None:
+    """TF Serving's labels (stable -> 1, canary -> 2) address a version over TF REST, v2 HTTP and v2
+    gRPC alike."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    assert client.is_model_ready("tfs", "canary") and not client.is_model_ready("tfs", "beta")
+    features = grpcclient.InferInput("features", [1, 16], "FP32")
+    features.set_data_from_numpy(np.zeros((1, 16), np.float32))
+    answer = client.infer("tfs", [features], model_version="stable").get_response()
+    assert answer.model_version == "1"
+    client.close()
     tf_answer = requests.post(f"{rest}/v1/models/tfs/labels/canary:predict", timeout=60,
                               json={"instances": [BODY["inputs"][0]["data"]]})
     assert tf_answer.status_code == 200 and len(tf_answer.json()["predictions"]) == 1, tf_answer.text
@@ -297,6 +313,27 @@ def check_version_labels(url: str, rest: str) -> None:
     assert infer(url, "tfs", "beta", headers={}).status_code == 404
     unknown = requests.get(f"{rest}/v1/models/tfs/labels/beta", timeout=60)
     assert unknown.status_code == 404 and "beta" in unknown.json()["error"], unknown.text
+
+
+def check_tf_batching(url: str, rest: str) -> None:
+    """--enable_batching: tfs (no config.pbtxt of its own) combines concurrent :predict requests into
+    batches of up to max_batch_size rows, as its Triton statistics show."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def predict(_: int) -> int:
+        return requests.post(f"{rest}/v1/models/tfs/versions/2:predict", timeout=60,
+                             json={"instances": [BODY["inputs"][0]["data"]]}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(predict, range(48))) == {200}
+    deadline, sizes = time.monotonic() + 15, set()
+    while sum(sizes) < 2 and time.monotonic() < deadline:  # the statistics are reported each second
+        time.sleep(0.5)
+        stats = requests.get(f"{url}/v2/models/tfs/versions/2/stats", timeout=60).json()["model_stats"][0]
+        sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
+    assert sizes and 1 < max(sizes) <= 8, stats["batch_stats"]
+    config = requests.get(f"{url}/v2/models/tfs/config", timeout=60).json()
+    assert config["max_batch_size"] == 8 and config["dynamic_batching"]["max_queue_delay_microseconds"] == 50000
 
 
 def test_exit_on_error_stops_the_server_when_a_model_fails(tmp_path: Path) -> None:

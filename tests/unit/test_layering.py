@@ -27,6 +27,7 @@ PURE = [
     "deployments.repository.config", "deployments.repository.triton_schema", "deployments.repository.scan",
     "deployments.repository.watch", "deployments.repository.events", "deployments.repository.status",
     "deployments.repository.roots", "deployments.repository.tfserving_config",
+    "deployments.repository.tfserving_batching",
     "deployments.dataplane.auth", "deployments.dataplane.table", "deployments.dataplane.batching",
     "deployments.control.plan", "deployments.control.state", "deployments.control.views",
     "deployments.observability.metrics", "deployments.observability.hub", "deployments.observability.logs",

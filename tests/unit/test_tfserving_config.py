@@ -116,3 +116,56 @@ def test_model_config_file_flag_and_its_exclusions() -> None:
     with pytest.raises(SystemExit):
         check_args(parser, parser.parse_args(["serve", "--model_config_file", "/c", "--model_name", "a",
                                               "--model_base_path", "/a"]))
+
+
+BATCHING = """max_batch_size { value: 8 }
+batch_timeout_micros { value: 20000 }
+max_enqueued_batches { value: 4 }
+num_batch_threads { value: 2 }
+pad_variable_length_inputs: true
+allowed_batch_sizes: 4
+allowed_batch_sizes: 8
+"""
+
+
+def test_batching_parameters_map_onto_dynamic_batching() -> None:
+    from backends.model_config import DynamicBatching
+    from deployments.repository.tfserving_batching import parse_batching_parameters
+
+    batching = parse_batching_parameters(BATCHING, "batching.txt")
+    assert batching.max_batch_size == 8
+    assert batching.dynamic_batching == DynamicBatching(preferred_batch_size=(4, 8), max_queue_delay_microseconds=20000,
+                                                        max_queue_size=32)
+    defaults = parse_batching_parameters("", "batching.txt")  # TF Serving's defaults
+    assert (defaults.max_batch_size, defaults.dynamic_batching.max_queue_delay_microseconds) == (1000, 0)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("max_batch_size: 8", "batching.txt:1:17: 'max_batch_size: 8': Expected \"{\""),
+    ("max_batchsize { value: 8 }", 'has no field named "max_batchsize"'),
+    ("max_batch_size { value: 0 }", "max_batch_size: must be >= 1"),
+    ("max_batch_size { value: 8 } allowed_batch_sizes: 4", "allowed_batch_sizes: must increase and end at"),
+    ("max_batch_size { value: 8 } allowed_batch_sizes: 8 allowed_batch_sizes: 4", "must increase"),
+])
+def test_bad_batching_parameters_name_the_field(text: str, problem: str) -> None:
+    from deployments.repository.tfserving_batching import parse_batching_parameters
+
+    with pytest.raises(ConfigError) as caught:
+        parse_batching_parameters(text, "batching.txt")
+    assert problem in str(caught.value)
+
+
+def test_enable_batching_batches_models_without_their_own(tmp_path: Path) -> None:
+    from deployments.repository.tfserving_batching import parse_batching_parameters
+
+    for name, config in (("plain", ""), ("own", "max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 7 }")):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "model.onnx").write_bytes(b"not read by a scan")
+        (tmp_path / name / "config.pbtxt").write_text(config)
+    roots = RepositoryRoots([tmp_path], batching=parse_batching_parameters(BATCHING, "batching.txt"))
+    plain, own = roots.scan("plain").config, roots.scan("own").config
+    assert plain.max_batch_size == 8 and plain.dynamic_batching.max_queue_delay_microseconds == 20000
+    assert own.max_batch_size == 4 and own.dynamic_batching.max_queue_delay_microseconds == 7  # its own wins
+    assert RepositoryRoots([tmp_path]).scan("plain").config.dynamic_batching is None
+    assert plain.triton["dynamic_batching"] == {"max_queue_delay_microseconds": 20000, "preferred_batch_size": [4, 8],
+                                                "default_queue_policy": {"max_queue_size": 32}}
