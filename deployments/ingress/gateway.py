@@ -94,28 +94,34 @@ class Door:
         return await self.handle.infer_versioned.remote(inputs, version, timeout_s)
 
     async def describe(self, version: str | None) -> ModelDescription:
-        number = _version_number(self.served.name, self._labelled(version))
+        number = self.version_number(version)
         if self.api is not None:
             return await self.api.plane.describe(number)
         return await self.handle.describe.remote(number)
 
     async def model_config(self, version: str | None) -> dict:
         """The config as Triton reports it (Triton's JSON mapping, completed from the model)."""
-        number = _version_number(self.served.name, self._labelled(version))
+        number = self.version_number(version)
         if self.api is not None:
             return await self.api.plane.model_config(number)
         return await self.handle.model_config.remote(number)
 
-    def _labelled(self, version: str | None) -> str | None:
-        """``version``, a version label turned into its version's number."""
-        return str(self.api.plane.version(version)) if self.api is not None and version else version
+    def version_number(self, version: str | None) -> int | None:
+        """The version ``version`` names (a number, or a TF Serving version label); None: unversioned.
+
+        Raises:
+            ModelNotFound: neither a version number nor one of the model's labels.
+        """
+        labelled = self.api.plane.version(version) if self.api is not None and version else version
+        return _version_number(self.served.name, None if labelled is None else str(labelled))
 
     def update_config(self, served: ServedModel) -> None:
         """Take a changed ``config`` that needs no new door (batching, counts: applied by the table)."""
         self.served = served
         if self.api is not None:
             plane = self.api.plane
-            plane.triton_config, plane.labels, plane.version_labels = served.config, served.labels, served.version_labels
+            plane.triton_config, plane.labels = served.config, served.labels
+            plane.version_labels = served.version_labels
 
     async def ready(self, version: int | None = None) -> bool:
         try:

@@ -106,10 +106,10 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
         door = self._gateway.door(request.name)
         if door is None:
             return pb.ModelReadyResponse(ready=False)
-        labelled = door.served.version_labels.get(request.version)  # a TF Serving version label
-        if request.version and not request.version.isdigit() and labelled is None:
-            return pb.ModelReadyResponse(ready=False)  # neither a version nor a label of this model
-        version = int(request.version) if request.version.isdigit() else labelled
+        try:
+            version = door.version_number(request.version or None)  # a number or a version label
+        except ModelNotFound:
+            return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=await door.ready(version))
 
     @_rpc("inference")

@@ -52,10 +52,12 @@ class TfServingRest:
                                 f"[/metadata|:predict])")
         model, version, label, what = match.group("model", "version", "label", "what")
         if label is not None:  # TF Serving's version labels (--model_config_file): the version it names now
-            labels = door.served.version_labels if door is not None else {}
-            if label not in labels:
+            try:
+                version = str(door.version_number(label)) if door is not None and not label.isdigit() else None
+            except ModelNotFound:
+                version = None
+            if version is None:
                 raise ModelNotFound(f"Unrecognized servable version label: {label}")
-            version = str(labels[label])
         if not what and method == "GET":  # status: also of a model that failed to load (state END)
             return json_reply(await self._status(model, version, door))
         if door is None:
