@@ -7,8 +7,9 @@ pass through Serve's HTTP proxy or its per-request machinery: they are parsed, c
 by the replica's ``Gateway``, which batches them and makes one Ray call per batch to the version's
 replicas (``deployments.dataplane.router``). Serve still runs, places, restarts and shows the
 replicas; its own proxy is off (``proxy_location: Disabled``), so nothing else binds the port.
-KServe v2 gRPC (``deployments.ingress.grpc_v2``) is served by the same replicas over the same
-``Gateway``, its server on a loop of its own (``deployments.ingress.loops`` says why).
+KServe v2 gRPC (``deployments.ingress.grpc_v2``) and TF Serving's gRPC API
+(``deployments.ingress.grpc_tfserving``) are served by the same replicas over the same ``Gateway``,
+their servers on a loop of their own (``deployments.ingress.loops`` says why).
 
 Every handle call the replica makes happens on that one loop (with Serve's throughput-optimised
 settings a handle's router lives on the loop that first used it); Serve's own methods
@@ -44,8 +45,8 @@ _START_TIMEOUT_S = 60.0
 @dataclass(frozen=True)
 class Listen:
     """Where the front door's replicas listen: HTTP on ``port``, KServe v2 gRPC on ``grpc_port``,
-    Triton's metrics-only port ``metrics_port`` and TF Serving's REST port ``rest_port`` (0: off);
-    an empty host is ``host``."""
+    Triton's metrics-only port ``metrics_port``, TF Serving's REST port ``rest_port`` and its gRPC port
+    ``tf_grpc_port`` (on ``grpc_host``) (0: off); an empty host is ``host``."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -54,6 +55,7 @@ class Listen:
     metrics_port: int = 0
     metrics_host: str = ""
     rest_port: int = 0
+    tf_grpc_port: int = 0
 
 
 class FrontDoor:
@@ -94,17 +96,32 @@ class FrontDoor:
         if self._listen.rest_port:  # TF Serving's REST port (8501 in TF Serving): its /v1 paths only
             self._rest_listener = HttpListener(gateway.tf_serving_only, gateway.precheck, gateway.release)
             await self._rest_listener.start(self._listen.host, self._listen.rest_port)
-        self._grpc = None
-        if self._listen.grpc_port:
-            from deployments.ingress.grpc_v2 import start_grpc_server
-
-            self._grpc = await start_grpc_server(gateway, self._listen.grpc_host or self._listen.host,
-                                                 self._listen.grpc_port, "infergrid", server_version(), EXTENSIONS)
+        self._grpc = await self._start_grpc(gateway)
         if controller:
             self._follow = asyncio.get_running_loop().create_task(gateway.follow_models())
-        logger.info("front door listening on http://%s:%d (gRPC: %s, metrics port: %s)", self._listen.host,
-                    self._listen.port, self._listen.grpc_port or "off", self._listen.metrics_port or "off")
+        logger.info("front door listening on http://%s:%d (gRPC: %s, TF Serving gRPC: %s, metrics port: %s)",
+                    self._listen.host, self._listen.port, self._listen.grpc_port or "off",
+                    self._listen.tf_grpc_port or "off", self._listen.metrics_port or "off")
         return gateway
+
+    async def _start_grpc(self, gateway: Gateway):
+        """KServe v2 gRPC on ``grpc_port`` and TF Serving's on ``tf_grpc_port`` (each 0: off), one loop thread."""
+        endpoints = []
+        grpc_host = self._listen.grpc_host or self._listen.host
+        if self._listen.grpc_port:
+            from deployments.ingress.grpc_v2 import v2_registration
+
+            endpoints.append((grpc_host, self._listen.grpc_port,
+                              v2_registration(gateway, "infergrid", server_version(), EXTENSIONS)))
+        if self._listen.tf_grpc_port:
+            from deployments.ingress.grpc_tfserving import tf_serving_registration
+
+            endpoints.append((grpc_host, self._listen.tf_grpc_port, tf_serving_registration(gateway)))
+        if not endpoints:
+            return None
+        from deployments.ingress.grpc_base import start_grpc_servers
+
+        return await start_grpc_servers(endpoints)
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray], version: int | None = None) -> dict[str, np.ndarray]:
         """Python entry point (``deployments.dataplane.handles``): validated and batched with HTTP traffic."""

@@ -1,39 +1,33 @@
 """The KServe v2 gRPC transport (``inference.GRPCInferenceService``) of the front door.
 
-Glue only, like the HTTP transport: the key from the ``authorization`` metadata is checked first
-(by operation group, the same policy as HTTP), the codec (``deployments.protocol.v2_grpc``) turns
-messages into named numpy tensors, the model's ``Door`` in the ``Gateway`` answers (validation,
-batching, metrics, timeouts are the data plane's), and failures become gRPC status codes through
-``backends.errors.status_of``, the one place an error gets its status. Triton's messages, from
-``tritonclient``, so ``tritonclient.grpc`` works unchanged. Not here yet: shared memory, trace and
-log settings (UNIMPLEMENTED, as the base servicer answers).
-
-The ``grpc.aio`` server runs on a loop of its own; each method's work runs on the data plane's loop
-(the front door's), where the ``Gateway`` lives, so rows from gRPC and HTTP batch together and the
-gateway is only ever touched from one thread. ``deployments.ingress.loops`` says why.
+Glue only, like the HTTP transport: ``deployments.ingress.grpc_base`` checks the caller's key, runs
+each method on the data plane's loop and maps failures to gRPC statuses; the codec
+(``deployments.protocol.v2_grpc``) turns messages into named numpy tensors; the model's ``Door`` in
+the ``Gateway`` answers (validation, batching, metrics, timeouts are the data plane's). Triton's
+messages, from ``tritonclient``, so ``tritonclient.grpc`` works unchanged. Not here yet: shared
+memory, trace and log settings (UNIMPLEMENTED, as the base servicer answers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2_grpc
 
-from backends.errors import InvalidRequest, ModelNotFound, Overloaded, status_of, unwrap_error
+from backends.errors import InvalidRequest, ModelNotFound, Overloaded, unwrap_error
 from deployments.dataplane.plane import served_versions
-from deployments.ingress.gateway import Door, Gateway
-from deployments.ingress.loops import LoopThread, run_on
+from deployments.ingress.gateway import Gateway
+from deployments.ingress.grpc_base import GrpcServicer, Registration, rpc
+from deployments.ingress.loops import run_on
 from deployments.ingress.v2_http import request_timeout_s
 from deployments.observability.hub import hub_handle
 from deployments.observability.logs import CLIENT_ID, REQUEST_ID, new_request_id
 from deployments.observability.metrics import triton_statistics
 from deployments.protocol.v2_grpc import (
-    GRPC_CODES,
     decode_grpc_infer,
     encode_grpc_infer,
     grpc_model_metadata,
@@ -43,65 +37,27 @@ from deployments.protocol.v2_grpc import (
 from deployments.repository.triton_schema import from_dict
 from deployments.settings import INFLIGHT_ENV
 
-__all__ = ["GrpcServer", "GrpcV2", "start_grpc_server"]
-
-logger = logging.getLogger("infergrid")
-
-MAX_MESSAGE_BYTES = 1 << 30  # gRPC's own cap; each model's max_request_bytes is checked per message
+__all__ = ["GrpcV2", "v2_registration"]
 
 
-def _rpc(group: str) -> Callable:
-    """Check the caller's key for ``group``, run the method on the data plane's loop, map any failure
-    to its gRPC status."""
-    def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(method)
-        async def handler(self: GrpcV2, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                self._authorise(context, group, method.__name__)
-                return await run_on(self._data_loop, method(self, request, context))
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a status
-                await self._abort(context, exc)
-        return handler
-    return decorate
-
-
-class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
+class GrpcV2(GrpcServicer, service_pb2_grpc.GRPCInferenceServiceServicer):
     """Triton's gRPC inference service over a front-door replica's ``Gateway``."""
 
     def __init__(self, gateway: Gateway, data_loop: asyncio.AbstractEventLoop, server_name: str,
                  server_version: str, extensions: list[str]) -> None:
-        self._gateway = gateway
-        self._data_loop = data_loop
+        super().__init__(gateway, data_loop)
         self._name, self._version, self._extensions = server_name, server_version, extensions
 
-    def _authorise(self, context: grpc.aio.ServicerContext, group: str, what: str) -> None:
-        key = next((value for name, value in context.invocation_metadata() or () if name == "authorization"), None)
-        self._gateway.authorise(group, key, what)
-
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        cause = unwrap_error(exc)
-        status = status_of(cause)
-        if status >= 500 and not isinstance(cause, Overloaded):
-            logger.warning("gRPC request failed (%d): %s", status, cause)
-        await context.abort(getattr(grpc.StatusCode, GRPC_CODES.get(status, "INTERNAL")), str(cause))
-
-    async def _door(self, model: str) -> Door:
-        door = self._gateway.door(model)
-        if door is None:
-            await self._gateway.server.not_served(model)
-            raise ModelNotFound(f"unknown model {model!r}")
-        return door
-
     # --- health and metadata --------------------------------------------------------------------
-    @_rpc("health")
+    @rpc("health")
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - Triton's method names
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc("health")
+    @rpc("health")
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerReadyResponse(ready=await self._gateway.ready(await self._gateway.server.serving()))
 
-    @_rpc("health")
+    @rpc("health")
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         door = self._gateway.door(request.name)
         if door is None:
@@ -112,17 +68,17 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=await door.ready(version))
 
-    @_rpc("inference")
+    @rpc("inference")
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerMetadataResponse(name=self._name, version=self._version, extensions=self._extensions)
 
-    @_rpc("inference")
+    @rpc("inference")
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         door = await self._door(request.name)
         described = await door.describe(request.version or None)
         return grpc_model_metadata(described.name, list(described.versions), described.platform, described.signature)
 
-    @_rpc("inference")
+    @rpc("inference")
     async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
         door = await self._door(request.name)
         config = from_dict(await door.model_config(request.version or None), f"{request.name} config")
@@ -147,7 +103,7 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
             door.inflight -= 1
             REQUEST_ID.reset(token)
 
-    @_rpc("inference")
+    @rpc("inference")
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await self._infer(request)
 
@@ -165,27 +121,27 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
                 yield pb.ModelStreamInferResponse(error_message=str(unwrap_error(exc)))
 
     # --- statistics and the repository ---------------------------------------------------------
-    @_rpc("metrics")
+    @rpc("metrics")
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         merged = await hub_handle().collect.remote()
         door = self._gateway.door(request.name) if request.name else None
         served = await served_versions(door.describe) if door is not None else ()
         return statistics_message(triton_statistics(merged, request.name or None, request.version or None, served))
 
-    @_rpc("management")
+    @rpc("management")
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         rows = await self._gateway.server.repository_index(request.ready)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(name=r.name, version=r.version or "", state=r.state,
                                                   reason=r.reason) for r in rows])
 
-    @_rpc("management")
+    @rpc("management")
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         config = request.parameters["config"].string_param if "config" in request.parameters else None
         await self._gateway.server.load(request.model_name, config)
         return pb.RepositoryModelLoadResponse()
 
-    @_rpc("management")
+    @rpc("management")
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         version = None
         if "version" in request.parameters:
@@ -198,31 +154,7 @@ class GrpcV2(service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
 
-class GrpcServer:
-    """The front door's gRPC server and the thread whose loop runs it."""
-
-    def __init__(self, server: grpc.aio.Server, thread: LoopThread) -> None:
-        self.server, self._thread = server, thread
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-
-async def start_grpc_server(gateway: Gateway, host: str, port: int, server_name: str, server_version: str,
-                            extensions: list[str]) -> GrpcServer:
-    """Serve ``GRPCInferenceService`` on ``host:port`` (SO_REUSEPORT: replicas on a node share it),
-    from a loop thread of its own; called on the data plane's loop, where ``gateway`` lives."""
+def v2_registration(gateway: Gateway, server_name: str, server_version: str, extensions: list[str]) -> Registration:
+    """``GRPCInferenceService`` for a gRPC server; called on the data plane's loop, where ``gateway`` lives."""
     servicer = GrpcV2(gateway, asyncio.get_running_loop(), server_name, server_version, extensions)
-    thread = LoopThread("infergrid-grpc")
-    return GrpcServer(await thread.call(_serve(servicer, host, port)), thread)
-
-
-async def _serve(servicer: GrpcV2, host: str, port: int) -> grpc.aio.Server:
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                                      ("grpc.so_reuseport", 1)])
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise OSError(f"cannot listen for gRPC on {host}:{port}")
-    await server.start()
-    return server
+    return functools.partial(service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, servicer)

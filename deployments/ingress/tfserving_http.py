@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from deployments.ingress.gateway import Door
     from deployments.ingress.server import ServerApi
 
-__all__ = ["TF_MODELS", "TfServingRest", "tf_model_name"]
+__all__ = ["TF_MODELS", "TfServingRest", "tf_model_name", "tf_version_status"]
 
 TF_MODELS = "/v1/models/"
 _PATH = re.compile(r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
@@ -59,7 +59,7 @@ class TfServingRest:
             if version is None:
                 raise ModelNotFound(f"Unrecognized servable version label: {label}")
         if not what and method == "GET":  # status: also of a model that failed to load (state END)
-            return json_reply(await self._status(model, version, door))
+            return json_reply(await tf_version_status(self._server, model, version, door))
         if door is None:
             await self._server.not_served(model)
             raise ModelNotFound(f"Servable not found for request: Latest({model})")
@@ -83,13 +83,20 @@ class TfServingRest:
         answered, outputs = await door.infer_versioned(request.inputs, number, None)
         return HttpReply(200, encode_predict(request, outputs, [s.name for s in described.signature.outputs]))
 
-    async def _status(self, model: str, version: str | None, door: Door | None) -> dict:
-        rows = [(r.version, r.state, r.reason) for r in await self._server.repository_index()
-                if r.name == model and (version is None or r.version == version)]
-        rows = [(r[0] or "1", *r[1:]) for r in rows if r[0] is not None or r[1] != "READY"]
-        if not rows and version is None and door is not None:  # an ensemble or pipeline: its version
-            rows = [(v, "READY", "") for v in (await door.describe(None)).versions]
-        if not rows:
-            raise ModelNotFound(f"Could not find version {version} of model {model}" if version
-                                else f"Could not find any versions of model {model}")
-        return version_status(rows)
+
+async def tf_version_status(server: ServerApi, model: str, version: str | None, door: Door | None) -> dict:
+    """``model_version_status`` of ``model`` (``version``: that one only), also of a version that failed
+    to load (state END); an ensemble or pipeline reports its own version.
+
+    Raises:
+        ModelNotFound: no such model or version, in TF Serving's words.
+    """
+    rows = [(r.version, r.state, r.reason) for r in await server.repository_index()
+            if r.name == model and (version is None or r.version == version)]
+    rows = [(r[0] or "1", *r[1:]) for r in rows if r[0] is not None or r[1] != "READY"]
+    if not rows and version is None and door is not None:
+        rows = [(v, "READY", "") for v in (await door.describe(None)).versions]
+    if not rows:
+        raise ModelNotFound(f"Could not find version {version} of model {model}" if version
+                            else f"Could not find any versions of model {model}")
+    return version_status(rows)

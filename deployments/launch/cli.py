@@ -122,7 +122,8 @@ def _security_setup(args: argparse.Namespace, settings: Settings):
         policy = auth_policy(args, settings)
     except ConfigError as exc:
         return None, str(exc)
-    hosts = [args.host] + ([args.grpc_address] if getattr(args, "grpc_port", 0) else [])
+    grpc_on = getattr(args, "grpc_port", 0) or getattr(args, "tf_grpc_port", 0)
+    hosts = [args.host] + ([args.grpc_address] if grpc_on else [])
     refusals = [bind_refusal(host, len(policy.digests), args.allow_unauthenticated) for host in hosts]
     refusal = next((r for r in refusals if r), None)
     return (None, refusal) if refusal else (policy, None)
@@ -182,6 +183,8 @@ def _print_serving(args: argparse.Namespace, repository: str, models: dict, dash
     print(f"  repository       {base}/v2/repository/index")
     grpc = f"{args.grpc_address}:{args.grpc_port} (KServe v2, tritonclient.grpc)" if args.grpc_port else "off"
     print(f"  gRPC             {grpc}")
+    if args.tf_grpc_port:
+        print(f"  TF Serving gRPC  {args.grpc_address}:{args.tf_grpc_port} (tensorflow.serving.PredictionService)")
     metrics_port = f", and http://{args.metrics_address}:{args.metrics_port}/metrics" if args.metrics_port else ""
     print(f"  metrics          {base}/metrics{metrics_port}")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
@@ -277,7 +280,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     embedded, dashboard = _start_ray(args.settings)
     listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address,
-                    args.rest_api_port)
+                    args.rest_api_port, args.tf_grpc_port)
     controller = start_controller(source, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)

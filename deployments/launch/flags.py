@@ -72,6 +72,9 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
                    help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
                         "(default 0: off; /v1 is on the HTTP port too)")
+    p.add_argument("--tf-grpc-port", "--tf_grpc_port", dest="tf_grpc_port", type=int, default=0,
+                   help="TF Serving's gRPC API (tensorflow.serving.PredictionService, ModelService) on this port, "
+                        "as TF Serving's --port 8500 (default 0: off; on the gRPC address)")
     _add_boolean(p, "--allow-grpc", True, "false: no gRPC server (as --grpc-port 0)")
     _add_boolean(p, "--allow-metrics", True, "false: no metrics port")
     p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",

@@ -36,7 +36,7 @@ os.environ.setdefault("INFERGRID_INFLIGHT_PER_MODEL", "48")
 import ray  # noqa: E402
 import requests  # noqa: E402
 from ray import serve  # noqa: E402
-from repository_helpers import BODY, config_for, version_apps, wait_for, write_version  # noqa: E402
+from repository_helpers import APPLICANTS, BODY, config_for, version_apps, wait_for, write_version  # noqa: E402
 
 
 def build_explodes(version_dir: Path) -> None:
@@ -105,15 +105,16 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
     from deployments.control.client import start_controller
     from deployments.ingress.front_door import Listen
 
-    port, grpc_port, rest_port = free_port(), free_port(), free_port()
+    port, grpc_port, rest_port, tf_grpc_port = free_port(), free_port(), free_port(), free_port()
     controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS,
-                                  listen=Listen("127.0.0.1", port, grpc_port, rest_port=rest_port))
+                                  listen=Listen("127.0.0.1", port, grpc_port, rest_port=rest_port,
+                                                tf_grpc_port=tf_grpc_port))
     index = ray.get(controller.wait_started.remote(), timeout=300)
     failed = {name for name, status in index.items() if status.reason}
     assert failed == {"broken", "corrupt"}, {name: index[name].reason for name in failed}
     assert all(status.endpoint for name, status in index.items() if name not in failed), index
     return {"url": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}", "serve_url": ray_cluster,
-            "rest": f"http://127.0.0.1:{rest_port}", "index": index,
+            "rest": f"http://127.0.0.1:{rest_port}", "tf_grpc": f"127.0.0.1:{tf_grpc_port}", "index": index,
             "repository": test_repository, "controller": controller}
 
 
@@ -129,6 +130,17 @@ def run_async(served: dict) -> Iterator:
     thread.start()
     yield lambda coro, timeout=60: asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
     loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.fixture(scope="session")
+def tf_credit_score(served: dict) -> np.ndarray:
+    """credit_score's answers for APPLICANTS, from TensorFlow itself (the SavedModel's serving_default)."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(served["repository"] / "credit_score" / "1" / "model.savedmodel"))
+    signature = loaded.signatures["serving_default"]
+    (output,) = signature(applicant=tf.constant(APPLICANTS)).values()
+    return output.numpy()
 
 
 @pytest.fixture(scope="session")

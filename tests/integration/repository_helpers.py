@@ -12,6 +12,7 @@ import requests
 from ray import serve
 
 ROW = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(1, 16)
+APPLICANTS = np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(3, 8)  # credit_score's input, 3 rows
 BODY = {"inputs": [{"name": "features", "shape": [1, 16], "datatype": "FP32", "data": ROW.ravel().tolist()}]}
 
 

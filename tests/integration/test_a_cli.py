@@ -274,15 +274,16 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
         batching = tmp_path / "batching.txt"
         batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 50000 }\n"
                             "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n")
-        rest_port, grpc_port = free_port(), free_port()
+        rest_port, grpc_port, tf_grpc_port = free_port(), free_port(), free_port()
         process = start_server([again, other], port, tmp_path / "second.log", "--model_config_file", str(config_file),
                                "--rest_api_port", str(rest_port), "--grpc-port", str(grpc_port), "--enable_batching",
-                               "--batching_parameters_file", str(batching))
+                               "--batching_parameters_file", str(batching), "--tf-grpc-port", str(tf_grpc_port))
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
         assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()
         check_version_labels(url, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}")
-        check_tf_batching(url, f"http://127.0.0.1:{rest_port}")
+        check_tf_grpc_labels(f"127.0.0.1:{tf_grpc_port}")
+        check_tf_batching(url, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{tf_grpc_port}")
         stop_server(process, port, tmp_path / "second.log")
     finally:
         if process.poll() is None:
@@ -315,16 +316,58 @@ def check_version_labels(url: str, rest: str, grpc_url: str) -> None:
     assert unknown.status_code == 404 and "beta" in unknown.json()["error"], unknown.text
 
 
-def check_tf_batching(url: str, rest: str) -> None:
-    """--enable_batching: tfs (no config.pbtxt of its own) combines concurrent :predict requests into
-    batches of up to max_batch_size rows, as its Triton statistics show."""
+def tf_predict_request(label: str | None = None, version: int | None = None):
+    """A TF Serving ``PredictRequest`` for one row of tfs, built by TF Serving's own client modules."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "tfs"
+    if label:
+        request.model_spec.version_label = label
+    if version:
+        request.model_spec.version.value = version
+    request.inputs["features"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 16), np.float32)))
+    return request
+
+
+def check_tf_grpc_labels(tf_grpc_url: str) -> None:
+    """--tf-grpc-port: TF Serving's PredictionService and ModelService, a version by model_spec.version_label."""
+    import grpc
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(tf_grpc_url) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for label, version in (("stable", 1), ("canary", 2)):
+            assert stub.Predict(tf_predict_request(label), timeout=60).model_spec.version.value == version
+        with pytest.raises(grpc.RpcError) as failure:
+            stub.Predict(tf_predict_request("beta"), timeout=60)
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND and "beta" in failure.value.details()
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+            get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "tfs", "version_label": "stable"}),
+            timeout=60)
+        assert [s.version for s in status.model_version_status] == [1]
+
+
+def check_tf_batching(url: str, rest: str, tf_grpc_url: str) -> None:
+    """--enable_batching: tfs (no config.pbtxt of its own) combines concurrent :predict requests, REST and
+    gRPC, into batches of up to max_batch_size rows, as its Triton statistics show."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def predict(_: int) -> int:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(tf_grpc_url)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def predict(index: int) -> int:
+        if index % 2:
+            return 200 if stub.Predict(tf_predict_request(version=2), timeout=60).outputs else 500
         return requests.post(f"{rest}/v1/models/tfs/versions/2:predict", timeout=60,
                              json={"instances": [BODY["inputs"][0]["data"]]}).status_code
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(16) as pool, channel:
         assert set(pool.map(predict, range(48))) == {200}
     deadline, sizes = time.monotonic() + 15, set()
     while sum(sizes) < 2 and time.monotonic() < deadline:  # the statistics are reported each second

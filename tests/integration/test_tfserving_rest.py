@@ -9,22 +9,9 @@ import base64
 import numpy as np
 import pytest
 import requests
-from repository_helpers import ROW
+from repository_helpers import APPLICANTS, ROW
 
 pytestmark = pytest.mark.integration
-
-APPLICANTS = np.linspace(-1.0, 1.0, 24, dtype=np.float32).reshape(3, 8)
-
-
-@pytest.fixture(scope="module")
-def tf_credit_score(served: dict) -> np.ndarray:
-    """credit_score's answers for APPLICANTS, from TensorFlow itself (the SavedModel's serving_default)."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(served["repository"] / "credit_score" / "1" / "model.savedmodel"))
-    signature = loaded.signatures["serving_default"]
-    (output,) = signature(applicant=tf.constant(APPLICANTS)).values()
-    return output.numpy()
 
 
 def test_status_lists_versions_in_tf_servings_states(url: str) -> None:

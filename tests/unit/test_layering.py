@@ -23,7 +23,7 @@ PURE = [
     "backends.registry", "backends.gpu", "backends.base",
     "deployments.names", "deployments.settings",
     "deployments.protocol.v2", "deployments.protocol.tensors", "deployments.protocol.limits",
-    "deployments.protocol.openapi",
+    "deployments.protocol.openapi", "deployments.protocol.tfserving_apis", "deployments.protocol.tfserving_grpc",
     "deployments.repository.config", "deployments.repository.triton_schema", "deployments.repository.scan",
     "deployments.repository.watch", "deployments.repository.events", "deployments.repository.status",
     "deployments.repository.roots", "deployments.repository.tfserving_config",
