@@ -39,7 +39,8 @@ def start_controller(repository: Path | list[Path] | dict, mode: str = "poll", p
         roots: str | list[str] | dict = {"roots": [str(r) for r in repository.get("roots", [])],
                                          "models": {n: str(p) for n, p in repository.get("models", {}).items()},
                                          "overrides": dict(repository.get("overrides", {})),
-                                         "batching": repository.get("batching")}
+                                         "batching": repository.get("batching"),
+                                         "config_file": repository.get("config_file")}
     else:
         roots = [str(r) for r in repository] if isinstance(repository, list | tuple) else str(repository)
     return actor.remote(roots, mode, poll_secs, list(load_models or []), gpu, auth, listen,

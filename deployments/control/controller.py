@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 
 from backends.errors import ModelNotFound, RepositoryError
 from deployments.applications import builders as apps
@@ -37,6 +39,7 @@ from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.roots import RepositoryRoots
+from deployments.repository.tfserving_config import ConfigFileFollower
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
@@ -60,10 +63,15 @@ class RepositoryController:
         configure_logging("controller")
         recorder = Recorder()  # load durations and failures, for /metrics
         # A folder, several, or {"roots": [...], "models": {name: folder}, "overrides": {name: ModelOverride},
-        # "batching": TfBatching} (TF Serving's --model_base_path or --model_config_file, --enable_batching).
+        # "batching": TfBatching, "config_file": {...}} (TF Serving's --model_base_path or --model_config_file,
+        # --enable_batching).
         self._roots = RepositoryRoots(repository.get("roots", []), repository.get("models"),
                                       repository.get("overrides"), repository.get("batching")) \
             if isinstance(repository, dict) else RepositoryRoots(repository)
+        # {"path", "relative_to", "poll_s"}: TF Serving's --model_config_file_poll_wait_seconds
+        followed = repository.get("config_file") if isinstance(repository, dict) else None
+        self._config_file = ConfigFileFollower(Path(followed["path"]), Path(followed["relative_to"]),
+                                               float(followed["poll_s"])) if followed else None
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])
         self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
@@ -141,6 +149,7 @@ class RepositoryController:
     async def _poll_forever(self) -> None:
         while True:
             try:
+                self._follow_config_file()
                 folders = self._model_folders()
                 names = set(folders) | set(self._models.states)
                 self._models.tracker_forget({p for n in names for p in self._roots.folder(n).glob("*")})
@@ -151,6 +160,13 @@ class RepositoryController:
             except Exception:  # noqa: BLE001 - the poll loop must outlive any one failure
                 logger.exception("repository poll failed")
             await asyncio.sleep(self._poll_secs)
+
+    def _follow_config_file(self) -> None:
+        """A changed, valid --model_config_file: its models, policies and labels from this poll on."""
+        if self._config_file is not None:
+            models = self._config_file.poll(time.monotonic())
+            if models is not None:
+                self._roots.rename(models.folders, models.overrides)
 
     def _kick(self, name: str) -> None:
         """Reconcile ``name`` now, or right after the reconcile already running for it."""

@@ -113,11 +113,20 @@ class Reconciler:
         for _ in range(MAX_ROUNDS):
             changes = p.plan(self.states[name], snapshot, self.policies[name])
             if not changes:
+                self._refresh_served(name, snapshot)
                 return
             for change in changes:
                 if not await self._apply(name, snapshot, change):
                     return  # a failed step or a forgotten model: the next poll plans again
         logger.error("model %s: the reconcile plan did not converge in %d rounds", name, MAX_ROUNDS)
+
+    def _refresh_served(self, name: str, snapshot: ModelSnapshot) -> None:
+        """What the front door knows of a served model follows its config once the plan is done:
+        settings changed in place (version labels moved, batching, counts) reach it with no new
+        load, and only after any version they name serves (the plan published it first)."""
+        if self.states[name].endpoint and snapshot.entry is not None and snapshot.composite is None \
+                and not snapshot.error:
+            self._tables.served.add(apps.served_model(snapshot.entry))
 
     # --- reading the repository -------------------------------------------------------------
 

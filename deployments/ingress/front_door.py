@@ -56,6 +56,7 @@ class Listen:
     metrics_host: str = ""
     rest_port: int = 0
     tf_grpc_port: int = 0
+    tf_metrics_path: str = ""  # TF Serving's --monitoring_config_file: Prometheus text there on rest_port
 
 
 class FrontDoor:
@@ -94,7 +95,8 @@ class FrontDoor:
                                                self._listen.metrics_port)
         self._rest_listener = None
         if self._listen.rest_port:  # TF Serving's REST port (8501 in TF Serving): its /v1 paths only
-            self._rest_listener = HttpListener(gateway.tf_serving_only, gateway.precheck, gateway.release)
+            gateway.tf_metrics_path = self._listen.tf_metrics_path
+            self._rest_listener = HttpListener(gateway.tf_serving_only, gateway.tf_serving_precheck, gateway.release)
             await self._rest_listener.start(self._listen.host, self._listen.rest_port)
         self._grpc = await self._start_grpc(gateway)
         if controller:

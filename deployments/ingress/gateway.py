@@ -116,11 +116,12 @@ class Door:
         return _version_number(self.served.name, None if labelled is None else str(labelled))
 
     def update_config(self, served: ServedModel) -> None:
-        """Take a changed ``config`` that needs no new door (batching, counts: applied by the table)."""
+        """Take a changed ``config``, labels, version labels or limits: no new door (batching and
+        counts are applied by the table)."""
         self.served = served
         if self.api is not None:
             plane = self.api.plane
-            plane.triton_config, plane.labels = served.config, served.labels
+            plane.triton_config, plane.labels, plane.limits = served.config, served.labels, served.limits
             plane.version_labels = served.version_labels
 
     async def ready(self, version: int | None = None) -> bool:
@@ -166,6 +167,7 @@ class Gateway:
         self._doors: dict[str, Door] = {}
         self.server = ServerApi(index, controller, self.ready)
         self._tf_rest = TfServingRest(self.server)  # TF Serving REST paths, over the same doors
+        self.tf_metrics_path = ""  # TF Serving's --monitoring_config_file: /metrics' numbers there on its REST port
         self._recorder = replica_recorder(True)  # one per replica: the hub keeps one snapshot per replica
 
     # --- which models -------------------------------------------------------------------------
@@ -175,7 +177,7 @@ class Gateway:
         if current is not None and current.served == served:
             return
         if current is not None and replace(current.served, config=served.config, labels=served.labels,
-                                           version_labels=served.version_labels) == served:
+                                           version_labels=served.version_labels, limits=served.limits) == served:
             current.update_config(served)
             return
         door = Door(served, self._auth, self._recorder)
@@ -307,8 +309,24 @@ class Gateway:
             return error_reply(ModelNotFound(f"this port serves only GET /metrics, not {request.path}"), None)
         return await self.http(request)
 
+    def _is_tf_metrics(self, request: HttpRequest) -> bool:
+        return bool(self.tf_metrics_path) and request.path.rstrip("/") == self.tf_metrics_path.rstrip("/")
+
+    def tf_serving_precheck(self, request: HttpRequest) -> HttpReply | None:
+        """``precheck`` on TF Serving's REST port, where its Prometheus path is in the metrics group."""
+        if not self._is_tf_metrics(request):
+            return self.precheck(request)
+        try:
+            self._auth.authorise(lambda: "metrics", request.headers.get("authorization"), request.path)
+        except Exception as exc:  # noqa: BLE001 - one renderer for every failure
+            return error_reply(exc, None)
+        return None
+
     async def tf_serving_only(self, request: HttpRequest) -> HttpReply:
-        """TF Serving's REST port: ``/v1/models/...`` and nothing else (404)."""
+        """TF Serving's REST port: ``/v1/models/...``, the Prometheus path of its monitoring config (if
+        any: what ``/metrics`` says), and nothing else (404)."""
+        if self._is_tf_metrics(request):
+            return await self.http(replace(request, path="/metrics", body=b""))
         if not request.path.startswith(TF_MODELS):
             self.release(request)
             return error_reply(ModelNotFound(f"this port serves TF Serving's /v1/models/... only, not "

@@ -169,7 +169,7 @@ def _refuse(message: str) -> int:
 
 
 def _print_serving(args: argparse.Namespace, repository: str, models: dict, dashboard: str | None,
-                   policy, per_replica: int) -> None:
+                   policy, per_replica: int, tf_metrics_path: str = "") -> None:
     """The start-up banner: every model's URL and state, and how the server is guarded."""
     base = f"http://{args.host}:{args.port}"
     print(f"infergrid serving {repository} (model control mode: {args.model_control_mode})", flush=True)
@@ -186,7 +186,8 @@ def _print_serving(args: argparse.Namespace, repository: str, models: dict, dash
     if args.tf_grpc_port:
         print(f"  TF Serving gRPC  {args.grpc_address}:{args.tf_grpc_port} (tensorflow.serving.PredictionService)")
     metrics_port = f", and http://{args.metrics_address}:{args.metrics_port}/metrics" if args.metrics_port else ""
-    print(f"  metrics          {base}/metrics{metrics_port}")
+    tf_metrics = f", and http://{args.host}:{args.rest_api_port}{tf_metrics_path}" if tf_metrics_path else ""
+    print(f"  metrics          {base}/metrics{metrics_port}{tf_metrics}")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
     if policy.enabled:
         roles = sorted(set(policy.digests.values()))
@@ -214,54 +215,21 @@ def _shut_down(embedded: bool) -> None:
     ray.shutdown()
 
 
-def _named_models(args: argparse.Namespace) -> tuple[dict[str, Path], dict, str | None]:
-    """TF Serving's models named one by one: (name -> folder, name -> ModelOverride, a problem or None),
-    from --model_name + --model_base_path or from --model_config_file."""
-    if args.model_base_path:
-        return {args.model_name: Path(args.model_base_path).resolve()}, {}, None
-    if not args.model_config_file:
-        return {}, {}, None
-    from backends.errors import ConfigError
-    from deployments.repository.tfserving_config import read_model_config_file
-
-    try:
-        configured = read_model_config_file(Path(args.model_config_file))
-    except ConfigError as exc:
-        return {}, {}, str(exc)
-    return configured.folders, configured.overrides, None
-
-
-def _tf_batching(args: argparse.Namespace) -> tuple[object, str | None]:
-    """TF Serving's --enable_batching: (its TfBatching or None, a problem or None). Without
-    --batching_parameters_file, TF Serving's defaults."""
-    if not args.enable_batching:
-        return None, None
-    from backends.errors import ConfigError
-    from deployments.repository.tfserving_batching import parse_batching_parameters, read_batching_parameters
-
-    try:
-        if args.batching_parameters_file:
-            return read_batching_parameters(Path(args.batching_parameters_file)), None
-        return parse_batching_parameters("", "--enable_batching"), None
-    except ConfigError as exc:
-        return None, str(exc)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repositories until Ctrl-C or SIGTERM."""
     repositories = [Path(r).resolve() for r in args.repositories]
-    models_by_name, overrides, problem = _named_models(args)
-    batching, batching_problem = _tf_batching(args)
-    if problem or batching_problem:
-        return _refuse(problem or batching_problem)
-    for repository in [*repositories, *models_by_name.values()]:
-        if not repository.is_dir():
-            return _refuse(f"model repository {repository} is not a folder")
+    from deployments.launch.tfserving_start import tf_serving_start
+
+    tf, problem = tf_serving_start(args)  # TF Serving's flags and files
+    models_by_name = tf.folders
+    missing = next((folder for folder in [*repositories, *models_by_name.values()] if not folder.is_dir()), None)
+    if problem or missing:
+        return _refuse(problem or f"model repository {missing} is not a folder")
     from deployments.repository.roots import RepositoryRoots
 
     named = str(RepositoryRoots(repositories, models_by_name))  # as the controller names what it serves
-    source = {"roots": repositories, "models": models_by_name, "overrides": overrides, "batching": batching} \
-        if models_by_name or batching else repositories
+    source = {"roots": repositories, "models": models_by_name, "overrides": tf.overrides, "batching": tf.batching,
+              "config_file": tf.followed} if models_by_name or tf.batching or args.model_config_file else repositories
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)
@@ -280,7 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     embedded, dashboard = _start_ray(args.settings)
     listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address,
-                    args.rest_api_port, args.tf_grpc_port)
+                    args.rest_api_port, args.tf_grpc_port, tf.metrics_path)
     controller = start_controller(source, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)
@@ -301,7 +269,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _shut_down(embedded)
         return 1
     _wait_front_door([name for name, status in models.items() if not status.reason])
-    _print_serving(args, named, models, dashboard, policy, per_replica)
+    _print_serving(args, named, models, dashboard, policy, per_replica, tf.metrics_path)
     _wait_for_signal()
     print("shutting down ...", flush=True)
     _shut_down(embedded)

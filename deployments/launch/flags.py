@@ -65,6 +65,10 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-config-file", "--model_config_file", dest="model_config_file", default=None,
                    metavar="FILE", help="TF Serving's ModelServerConfig (text format): model_config_list with "
                                         "name, base_path, model_version_policy, version_labels")
+    p.add_argument("--model-config-file-poll-wait-seconds", "--model_config_file_poll_wait_seconds",
+                   dest="model_config_file_poll_wait_seconds", type=float, default=0.0, metavar="S",
+                   help="TF Serving's: re-read --model_config_file every S seconds (models, policies, labels; "
+                        "default 0: read at start only); needs --model-control-mode poll")
     _add_boolean(p, "--enable_batching", False, "TF Serving's: batch every model without its own dynamic_batching "
                                                 "as --batching_parameters_file says")
     p.add_argument("--batching-parameters-file", "--batching_parameters_file", dest="batching_parameters_file",
@@ -72,6 +76,9 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
                    help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
                         "(default 0: off; /v1 is on the HTTP port too)")
+    p.add_argument("--monitoring-config-file", "--monitoring_config_file", dest="monitoring_config_file",
+                   default=None, metavar="FILE", help="TF Serving's MonitoringConfig (text format): "
+                   "prometheus_config { enable: true path: ... } serves /metrics' numbers at that path on the REST port")
     p.add_argument("--tf-grpc-port", "--tf_grpc_port", dest="tf_grpc_port", type=int, default=0,
                    help="TF Serving's gRPC API (tensorflow.serving.PredictionService, ModelService) on this port, "
                         "as TF Serving's --port 8500 (default 0: off; on the gRPC address)")

@@ -76,6 +76,12 @@ class RepositoryRoots:
                                          f"{sorted(entry.versions)}")
         return entry
 
+    def rename(self, named: Mapping[str, Path | str], overrides: Mapping[str, Any]) -> None:
+        """Serve these named folders and overrides from now on (TF Serving's config file, re-read):
+        a model no longer named is no model at the next poll, and goes."""
+        self.named = {name: Path(path) for name, path in named.items()}
+        self.overrides = dict(overrides)
+
     def model_names(self) -> list[str]:
         """Every model folder name across the repositories (hidden folders and bad names skipped)."""
         seen: dict[str, Path] = {name: path for name, path in self.named.items() if path.is_dir()}

@@ -30,7 +30,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 from backends.errors import ConfigError
 from backends.model_config import DynamicBatching
-from deployments.repository.triton_schema import text_format_error
+from deployments.repository.triton_schema import read_config_text, text_format_error
 
 __all__ = ["TfBatching", "parse_batching_parameters", "read_batching_parameters"]
 
@@ -129,8 +129,4 @@ def read_batching_parameters(path: Path) -> TfBatching:
     Raises:
         ConfigError: unreadable or invalid.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    return parse_batching_parameters(text, str(path))
+    return parse_batching_parameters(read_config_text(path), str(path))

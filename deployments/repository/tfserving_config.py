@@ -24,9 +24,10 @@ from tensorflow_serving.config import model_server_config_pb2
 from backends.errors import ConfigError
 from backends.model_config import VersionPolicy
 from deployments.repository.scan import MODEL_NAME
-from deployments.repository.triton_schema import text_format_error
+from deployments.repository.triton_schema import read_config_text, text_format_error
 
-__all__ = ["ModelOverride", "TfServingModels", "parse_model_config_file", "read_model_config_file"]
+__all__ = ["ModelOverride", "TfServingModels", "ConfigFileFollower", "parse_model_config_file",
+           "read_model_config_file"]
 
 logger = logging.getLogger("infergrid")
 
@@ -104,15 +105,51 @@ def parse_model_config_file(text: str, source: str, relative_to: Path | None = N
     return models
 
 
-def read_model_config_file(path: Path) -> TfServingModels:
-    """Read ``--model_config_file``; a relative base path is taken from the working directory, as
-    ``tensorflow_model_server`` takes it.
+def read_model_config_file(path: Path, relative_to: Path | None = None) -> TfServingModels:
+    """Read ``--model_config_file``; a relative base path is taken from ``relative_to`` (default: the
+    working directory, as ``tensorflow_model_server`` takes it).
 
     Raises:
         ConfigError: unreadable or invalid (see ``parse_model_config_file``).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    return parse_model_config_file(text, str(path))
+    return parse_model_config_file(read_config_text(path), str(path), relative_to)
+
+
+class ConfigFileFollower:
+    """TF Serving's ``--model_config_file_poll_wait_seconds``: the file re-read every ``poll_s``.
+
+    ``poll(now)`` gives the models of a changed, valid text (None otherwise). A text that does not
+    parse is logged once and changes nothing: the last good config keeps serving, as in TF Serving.
+    """
+
+    def __init__(self, path: Path, relative_to: Path, poll_s: float) -> None:
+        self.path, self.relative_to, self.poll_s = Path(path), Path(relative_to), poll_s
+        self._text: str | None = None
+        self._refused: str | None = None
+        self._next = 0.0
+
+    def poll(self, now: float) -> TfServingModels | None:
+        if now < self._next:
+            return None
+        self._next = now + self.poll_s
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            text = f"<unreadable: {exc}>"
+            if text != self._refused:
+                logger.error("%s: cannot read: %s; still serving its last good config", self.path, exc)
+                self._refused = text
+            return None
+        if text == self._text:
+            return None
+        try:
+            models = parse_model_config_file(text, str(self.path), self.relative_to)
+        except ConfigError as exc:
+            if text != self._refused:
+                logger.error("%s; still serving its last good config", exc)
+                self._refused = text
+            return None
+        if self._text is not None:
+            logger.info("%s changed: now %s", self.path, ", ".join(sorted(models.folders)) or "no models")
+        self._text, self._refused = text, None
+        return models

@@ -13,6 +13,7 @@ writes it. No validation of meaning here; that is ``config``'s job.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -22,7 +23,7 @@ from tritonclient.grpc import model_config_pb2
 
 from backends.errors import ConfigError
 
-__all__ = ["TextMessage", "parse_text", "text_format_error", "parse_json", "from_dict", "to_dict", "to_fields", "to_triton_json"]
+__all__ = ["TextMessage", "parse_text", "text_format_error", "read_config_text", "parse_json", "from_dict", "to_dict", "to_fields", "to_triton_json"]
 
 # Every field maps to a list of values (one for a singular field); nested messages are dicts of the
 # same form; enums are their value names; maps are lists of ``{"key": [k], "value": [v]}`` entries.
@@ -53,6 +54,18 @@ def text_format_error(exc: text_format.ParseError, source: str) -> ConfigError:
         problem = problem[len(f"{line}:{column} : "):]
     where = f"{source}:{line}:{column}" if line is not None else source
     return ConfigError(f"{where}: {problem}")
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text (UTF-8).
+
+    Raises:
+        ConfigError: ``<path>: cannot read: <why>``.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
 
 
 def parse_json(text: str, source: str) -> model_config_pb2.ModelConfig:

@@ -96,6 +96,9 @@ def ray_cluster() -> Iterator[str]:
     ray.shutdown()
 
 
+TF_METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's --monitoring_config_file default
+
+
 @pytest.fixture(scope="session")
 def served(ray_cluster: str, test_repository: Path) -> dict:
     """The test repository served by a polling controller; yields {"url", "index", "repository"}.
@@ -108,13 +111,14 @@ def served(ray_cluster: str, test_repository: Path) -> dict:
     port, grpc_port, rest_port, tf_grpc_port = free_port(), free_port(), free_port(), free_port()
     controller = start_controller(test_repository, mode="poll", poll_secs=POLL_SECS,
                                   listen=Listen("127.0.0.1", port, grpc_port, rest_port=rest_port,
-                                                tf_grpc_port=tf_grpc_port))
+                                                tf_grpc_port=tf_grpc_port, tf_metrics_path=TF_METRICS_PATH))
     index = ray.get(controller.wait_started.remote(), timeout=300)
     failed = {name for name, status in index.items() if status.reason}
     assert failed == {"broken", "corrupt"}, {name: index[name].reason for name in failed}
     assert all(status.endpoint for name, status in index.items() if name not in failed), index
     return {"url": f"http://127.0.0.1:{port}", "grpc": f"127.0.0.1:{grpc_port}", "serve_url": ray_cluster,
-            "rest": f"http://127.0.0.1:{rest_port}", "tf_grpc": f"127.0.0.1:{tf_grpc_port}", "index": index,
+            "rest": f"http://127.0.0.1:{rest_port}", "tf_metrics": f"http://127.0.0.1:{rest_port}{TF_METRICS_PATH}",
+            "tf_grpc": f"127.0.0.1:{tf_grpc_port}", "index": index,
             "repository": test_repository, "controller": controller}
 
 

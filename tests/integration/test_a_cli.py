@@ -274,16 +274,22 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
         batching = tmp_path / "batching.txt"
         batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 50000 }\n"
                             "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n")
+        monitoring = tmp_path / "monitoring.config"
+        monitoring.write_text('prometheus_config { enable: true path: "/tf/metrics" }')
         rest_port, grpc_port, tf_grpc_port = free_port(), free_port(), free_port()
         process = start_server([again, other], port, tmp_path / "second.log", "--model_config_file", str(config_file),
                                "--rest_api_port", str(rest_port), "--grpc-port", str(grpc_port), "--enable_batching",
-                               "--batching_parameters_file", str(batching), "--tf-grpc-port", str(tf_grpc_port))
+                               "--batching_parameters_file", str(batching), "--tf-grpc-port", str(tf_grpc_port),
+                               "--model_config_file_poll_wait_seconds", "1", "--monitoring_config_file", str(monitoring))
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
         assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()
         check_version_labels(url, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}")
         check_tf_grpc_labels(f"127.0.0.1:{tf_grpc_port}")
         check_tf_batching(url, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{tf_grpc_port}")
+        tf_metrics = requests.get(f"http://127.0.0.1:{rest_port}/tf/metrics", timeout=30)  # --monitoring_config_file
+        assert tf_metrics.status_code == 200 and 'nv_inference_exec_count{model="tfs"' in tf_metrics.text
+        check_config_file_followed(url, config_file, base, tmp_path)
         stop_server(process, port, tmp_path / "second.log")
     finally:
         if process.poll() is None:
@@ -348,6 +354,61 @@ def check_tf_grpc_labels(tf_grpc_url: str) -> None:
             get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "tfs", "version_label": "stable"}),
             timeout=60)
         assert [s.version for s in status.model_version_status] == [1]
+
+
+def check_config_file_followed(url: str, config_file: Path, base: Path, tmp_path: Path) -> None:
+    """--model_config_file_poll_wait_seconds: a rewritten config file moves the labels with no failed request
+    and no new load, and serves a model it adds; a text that does not parse changes nothing; a model it no
+    longer names goes."""
+    import threading
+
+    extra = tmp_path / "extra_base"
+    shutil.copytree(base, extra)
+    failures, answered, stop = [], set(), threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            answer = infer(url, "tfs", "stable", headers={})
+            if answer.status_code != 200:
+                failures.append(answer.text)
+            else:
+                answered.add(answer.json()["model_version"])
+
+    loads_before = ray_session_logs().count("model tfs: loading version")
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        time.sleep(1)
+        config_file.write_text(f"""model_config_list {{
+            config {{ name: 'tfs' base_path: '{base}' model_version_policy {{ all {{ }} }}
+                     version_labels {{ key: 'stable' value: 2 }} version_labels {{ key: 'canary' value: 1 }} }}
+            config {{ name: 'tfs_extra' base_path: '{extra}' }} }}""")
+        deadline = time.monotonic() + 120
+        while "2" not in answered or infer(url, "tfs_extra", headers={}).status_code != 200:
+            assert time.monotonic() < deadline, (answered, failures)
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        stop.set()
+        sender.join()
+    assert not failures, failures[:3]
+    assert answered == {"1", "2"} and infer(url, "tfs", "canary", headers={}).json()["model_version"] == "1"
+    assert ray_session_logs().count("model tfs: loading version") == loads_before  # labels moved, nothing loaded
+    config_file.write_text("model_config_list { config { name: 'tfs' bogus_field: 1 } }")
+    deadline = time.monotonic() + 30
+    while "still serving its last good config" not in ray_session_logs():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert infer(url, "tfs", "stable", headers={}).json()["model_version"] == "2"
+    assert infer(url, "tfs_extra", headers={}).status_code == 200
+    config_file.write_text(f"""model_config_list {{ config {{ name: 'tfs' base_path: '{base}'
+        model_version_policy {{ all {{ }} }} version_labels {{ key: 'stable' value: 2 }} }} }}""")
+    deadline = time.monotonic() + 60
+    while infer(url, "tfs_extra", headers={}).status_code != 404:  # a model no longer named goes
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert infer(url, "tfs", "stable", headers={}).json()["model_version"] == "2"
+    assert infer(url, "tfs", "canary", headers={}).status_code == 404  # a label no longer named
 
 
 def check_tf_batching(url: str, rest: str, tf_grpc_url: str) -> None:

@@ -5,6 +5,7 @@ Serving-shaped errors (never a 500 for a bad body)."""
 from __future__ import annotations
 
 import base64
+import time
 
 import numpy as np
 import pytest
@@ -99,3 +100,22 @@ def test_the_rest_api_port_serves_v1_only(served: dict) -> None:
     answer = requests.post(f"{rest}/v1/models/fraud:predict", json={"instances": ROW.tolist()}, timeout=30)
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1, answer.text
     assert requests.get(f"{rest}/v2/models/fraud", timeout=30).status_code == 404
+
+
+def test_the_rest_api_port_serves_prometheus_text_at_the_monitoring_path(served: dict) -> None:
+    """TF Serving's --monitoring_config_file path on its REST port: the numbers /metrics has, this model's
+    predict counted; /metrics itself is not on that port."""
+    rest = served["rest"]
+    assert requests.post(f"{rest}/v1/models/fraud:predict", json={"instances": ROW.tolist()}, timeout=30).ok
+    deadline = time.monotonic() + 20  # replicas report their numbers every second
+    while True:
+        answer = requests.get(served["tf_metrics"], timeout=30)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain"), answer.text
+        counted = [line for line in answer.text.splitlines()
+                   if line.startswith('nv_inference_request_success{model="fraud"')]
+        if counted and float(counted[0].split()[-1]) >= 1:
+            break
+        assert time.monotonic() < deadline, answer.text[:2000]
+        time.sleep(0.5)
+    assert requests.get(f"{rest}/metrics", timeout=30).status_code == 404
+    assert requests.get(f"{served['url']}/monitoring/prometheus/metrics", timeout=30).status_code == 404

@@ -14,7 +14,13 @@ from backends.model_config import VersionPolicy
 from deployments.dataplane.plane import DataPlane
 from deployments.launch.flags import build_parser, check_args
 from deployments.repository.roots import RepositoryRoots
-from deployments.repository.tfserving_config import ModelOverride, parse_model_config_file, read_model_config_file
+from deployments.repository.tfserving_config import (
+    ConfigFileFollower,
+    ModelOverride,
+    parse_model_config_file,
+    read_model_config_file,
+)
+from deployments.repository.watch import folder_state, load_identity
 
 CONFIG = """
 model_config_list {
@@ -169,3 +175,45 @@ def test_enable_batching_batches_models_without_their_own(tmp_path: Path) -> Non
     assert RepositoryRoots([tmp_path]).scan("plain").config.dynamic_batching is None
     assert plain.triton["dynamic_batching"] == {"max_queue_delay_microseconds": 20000, "preferred_batch_size": [4, 8],
                                                 "default_queue_policy": {"max_queue_size": 32}}
+
+
+def test_a_followed_config_file_gives_each_valid_change_once(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "models.config"
+    path.write_text("model_config_list { config { name: 'a' base_path: 'a' } }")
+    follower = ConfigFileFollower(path, tmp_path, poll_s=5)
+    assert follower.poll(100.0).folders == {"a": tmp_path / "a"}  # relative: from the CLI's directory
+    path.write_text("model_config_list { config { name: 'b' base_path: '/b' } }")
+    assert follower.poll(101.0) is None  # not yet: every poll_s
+    assert follower.poll(105.0).folders == {"b": Path("/b")}
+    assert follower.poll(110.0) is None  # unchanged
+    path.write_text("model_config_list { config { name: 'b' bogus: 1 } }")
+    assert follower.poll(115.0) is None and "still serving its last good config" in caplog.text
+    path.unlink()
+    assert follower.poll(120.0) is None and "cannot read" in caplog.text
+
+
+def test_renamed_roots_serve_the_new_names_and_labels_load_nothing(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "model.onnx").write_bytes(b"not read by a scan")
+    roots = RepositoryRoots([], {"a": tmp_path / "a"})
+    labelled = {"a": ModelOverride(None, (("stable", 1),))}
+    before = roots.scan("a")
+    roots.rename({"a": tmp_path / "a", "b": tmp_path / "b"}, labelled)
+    assert roots.model_names() == ["a", "b"] and dict(roots.scan("a").config.version_labels) == {"stable": 1}
+    files = folder_state(tmp_path / "a" / "1")
+    assert load_identity(before.config, files) == load_identity(roots.scan("a").config, files)  # no reload
+
+
+def test_config_file_poll_flag() -> None:
+    parser = build_parser(lambda a: 0, lambda a: 0, lambda a: 0)
+    args = check_args(parser, parser.parse_args(["serve", "--model_config_file", "/c",
+                                                 "--model_config_file_poll_wait_seconds", "30"]))
+    assert args.model_config_file_poll_wait_seconds == 30.0
+    assert check_args(parser, parser.parse_args(["serve", "--model_config_file", "/c"])) \
+        .model_config_file_poll_wait_seconds == 0.0  # TF Serving's default: read at start only
+    from deployments.launch.tfserving_start import tf_serving_start
+
+    explicit = check_args(parser, parser.parse_args(["serve", "--model_config_file", "/c", "--model-control-mode",
+                                                     "explicit", "--model_config_file_poll_wait_seconds", "5"]))
+    assert "needs --model-control-mode poll, not explicit" in tf_serving_start(explicit)[1]
