@@ -23,7 +23,7 @@ import logging
 import time
 from pathlib import Path
 
-from backends.errors import ModelNotFound, RepositoryError
+from backends.errors import ConfigError, ModelNotFound, RepositoryError
 from deployments.applications import builders as apps
 from deployments.control.publication import WATCH_TIMEOUT_S, TablePublisher
 from deployments.control.reconcile import Reconciler
@@ -39,7 +39,7 @@ from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.roots import RepositoryRoots
-from deployments.repository.tfserving_config import ConfigFileFollower
+from deployments.repository.tfserving_config import ConfigFileFollower, parse_model_server_config
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
@@ -167,6 +167,37 @@ class RepositoryController:
             models = self._config_file.poll(time.monotonic())
             if models is not None:
                 self._roots.rename(models.folders, models.overrides)
+
+    async def reload_model_config(self, config: bytes) -> None:
+        """TF Serving's ``ModelService.HandleReloadConfigRequest``: serve the models of this serialized
+        ``ModelServerConfig`` (with its policies and labels) in place of those named one by one so far
+        (models of ``--model-repository`` folders stay); returns once each has loaded or failed.
+
+        Raises:
+            ConfigError: an invalid config, or a ``base_path`` that is no folder: nothing changes.
+            RepositoryError: explicit mode; or the config was applied and a model in it could not load.
+        """
+        if self._mode == "explicit":
+            raise RepositoryError("a config reload is not allowed with --model-control-mode=explicit "
+                                  "(use the repository load and unload API)")
+        await self._started.wait()
+        # No working directory to take a relative base_path from (the server's is not the caller's): refused.
+        models = parse_model_server_config(config, "ReloadConfigRequest.config", None)
+        for name, folder in models.folders.items():
+            if not folder.is_dir():
+                raise ConfigError(f"ReloadConfigRequest.config: model {name!r}: base_path {str(folder)!r} "
+                                  f"is not a folder")
+        before = set(self._roots.named)
+        self._roots.rename(models.folders, models.overrides)
+        logger.info("config reloaded: now %s", ", ".join(sorted(models.folders)) or "no models named")
+        names = before | set(models.folders)
+        await asyncio.gather(*(self._models.reconcile_locked(name) for name in names))
+        statuses = await self.models()
+        failed = {name: statuses[name].reason for name in models.folders
+                  if name in statuses and statuses[name].reason}
+        if failed:
+            raise RepositoryError("config reloaded; could not load " +
+                                  "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())))
 
     def _kick(self, name: str) -> None:
         """Reconcile ``name`` now, or right after the reconcile already running for it."""

@@ -9,7 +9,10 @@ both services on one port (8500 there; ``--tf-grpc-port`` here).
 * ``Predict``, ``GetModelMetadata`` (``signature_def``), ``ModelService.GetModelStatus``: every model,
   ``model_spec`` by name, ``version`` or ``version_label``; the call's deadline bounds the wait.
 * ``Classify`` / ``Regress``: refused (INVALID_ARGUMENT) as on REST: only ``serving_default`` is served.
-* ``MultiInference``, ``HandleReloadConfigRequest``: UNIMPLEMENTED (the generated base's answer).
+* ``ModelService.HandleReloadConfigRequest``: the controller serves the new ``ModelServerConfig``'s
+  models, policies and labels in place of those named so far, and it answers once they loaded (an
+  invalid config: INVALID_ARGUMENT, nothing changes).
+* ``MultiInference``: UNIMPLEMENTED (the generated base's answer).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from deployments.settings import INFLIGHT_ENV
 __all__ = ["TfPredictionService", "TfModelService", "tf_serving_registration"]
 
 apis = tf_serving_apis()
+_RELOAD_SETTLE_S = 10.0  # how long a reload's answer waits for this replica to follow the controller
 
 
 async def _door_and_version(servicer: GrpcServicer, spec: Any) -> tuple[Door, int | None]:
@@ -95,7 +99,7 @@ class TfPredictionService(GrpcServicer, apis.prediction_service_pb2_grpc.Predict
 
 
 class TfModelService(GrpcServicer, apis.model_service_pb2_grpc.ModelServiceServicer):
-    """``tensorflow.serving.ModelService``: the status of a model's versions."""
+    """``tensorflow.serving.ModelService``: the status of a model's versions; config reloads."""
 
     @rpc("health")
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
@@ -110,6 +114,24 @@ class TfModelService(GrpcServicer, apis.model_service_pb2_grpc.ModelServiceServi
                 raise ModelNotFound(f"Unrecognized servable version label: {asked}")
             version = str((await _door_and_version(self, spec))[1])
         return status_response(await tf_version_status(self._gateway.server, spec.name, version, door))
+
+    @rpc("management")
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+        if request.config.WhichOneof("config") is None:
+            raise InvalidRequest("ReloadConfigRequest.config: set model_config_list")
+        await self._gateway.server.reload_tf_config(request.config.SerializeToString())
+        await self._until_served(request.config.model_config_list.config)
+        return apis.model_management_pb2.ReloadConfigResponse()  # status: error_code OK
+
+    async def _until_served(self, configs: Any) -> None:
+        """Answer a reload once this replica's doors show what it asked (each model there, its labels
+        as configured), as TF Serving answers once the models are available; at most a few seconds."""
+        deadline = asyncio.get_running_loop().time() + _RELOAD_SETTLE_S
+        while asyncio.get_running_loop().time() < deadline:
+            doors = [(self._gateway.door(c.name), dict(c.version_labels)) for c in configs]
+            if all(door is not None and door.served.version_labels == labels for door, labels in doors):
+                return
+            await asyncio.sleep(0.05)
 
 
 def tf_serving_registration(gateway: Gateway) -> Registration:

@@ -147,6 +147,12 @@ class ServerApi:
         self._explicit(model, "unload")
         await self._call("unload", model, version)
 
+    async def reload_tf_config(self, config: bytes) -> None:
+        """TF Serving's config reload: a serialized ``ModelServerConfig`` to the controller, which applies it."""
+        if self._controller_name is None:
+            raise RepositoryError("a config reload needs the repository controller (infergrid serve)")
+        await self._call("reload_model_config", config)
+
     async def _metrics(self) -> HttpReply:
         """``GET /metrics``: every replica's numbers, merged by the metrics hub, in Prometheus text."""
         merged = await hub_handle().collect.remote()

@@ -27,7 +27,7 @@ from deployments.repository.scan import MODEL_NAME
 from deployments.repository.triton_schema import read_config_text, text_format_error
 
 __all__ = ["ModelOverride", "TfServingModels", "ConfigFileFollower", "parse_model_config_file",
-           "read_model_config_file"]
+           "parse_model_server_config", "models_of_config", "read_model_config_file"]
 
 logger = logging.getLogger("infergrid")
 
@@ -85,6 +85,33 @@ def parse_model_config_file(text: str, source: str, relative_to: Path | None = N
         message = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except text_format.ParseError as exc:
         raise text_format_error(exc, source) from None
+    return models_of_config(message, source, relative_to or Path.cwd())
+
+
+def parse_model_server_config(data: bytes, source: str, relative_to: Path | None) -> TfServingModels:
+    """A serialized ``ModelServerConfig`` (``ModelService.HandleReloadConfigRequest``'s ``config``).
+
+    Raises:
+        ConfigError: as ``models_of_config``, or bytes that are no ``ModelServerConfig``.
+    """
+    from google.protobuf.message import DecodeError
+
+    try:
+        message = model_server_config_pb2.ModelServerConfig.FromString(data)
+    except DecodeError as exc:
+        raise ConfigError(f"{source}: not a ModelServerConfig: {exc}") from None
+    return models_of_config(message, source, relative_to)
+
+
+def models_of_config(message: model_server_config_pb2.ModelServerConfig, source: str,
+                     relative_to: Path | None) -> TfServingModels:
+    """The models a ``ModelServerConfig`` names; a relative ``base_path`` is taken from ``relative_to``
+    (None: refused, there is no directory to take it from).
+
+    Raises:
+        ConfigError: a model without a name or base path, a name twice, a bad label or policy,
+            ``custom_model_config``; the message names the field.
+    """
     if message.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: custom_model_config: not supported (use model_config_list)")
     models = TfServingModels()
@@ -100,7 +127,9 @@ def parse_model_config_file(text: str, source: str, relative_to: Path | None = N
             logger.warning("%s.model_platform %r: ignored (the platform comes from the model files)",
                            where, config.model_platform)
         base = Path(config.base_path.removeprefix("file://"))
-        models.folders[config.name] = (base if base.is_absolute() else (relative_to or Path.cwd()) / base).resolve()
+        if not base.is_absolute() and relative_to is None:
+            raise ConfigError(f"{where}.base_path: {config.base_path!r} is relative; give an absolute path")
+        models.folders[config.name] = (base if base.is_absolute() else relative_to / base).resolve()
         models.overrides[config.name] = ModelOverride(_policy(config, where), _labels(config, where))
     return models
 

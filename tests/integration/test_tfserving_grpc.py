@@ -4,6 +4,8 @@ status, strings, versions, and TF Serving's status codes for bad requests (never
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -142,3 +144,53 @@ def test_unserved_calls_say_why(predictions) -> None:
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "classify" in failure.value.details()
     answer = predictions.Predict(predict_request("credit_score", {"applicant": APPLICANTS}), timeout=30)
     assert len(answer.outputs) == 1  # the replica still answers
+
+
+def _reload(models, text: str) -> None:
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(text, request.config)
+    assert models.HandleReloadConfigRequest(request, timeout=240).status.error_code == 0
+
+
+def test_a_config_reload_serves_exactly_its_models(channel, served: dict, tmp_path) -> None:
+    """ModelService.HandleReloadConfigRequest: a model it names is served (its policy and labels too) when
+    the call returns, labels move with a second reload, a bad config changes nothing, and an empty list
+    leaves only the repository's own models."""
+    from build_repository import build_fraud
+
+    base = tmp_path / "reloaded"
+    build_fraud(base / "1", seed=4)
+    build_fraud(base / "2", seed=5)
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    rest = served["rest"]
+    labelled = f"""model_config_list {{ config {{ name: 'tf_reloaded' base_path: '{base}'
+        model_version_policy {{ all {{ }} }} version_labels {{ key: 'stable' value: %d }} }} }}"""
+    try:
+        _reload(models, labelled % 1)
+        answer = requests.post(f"{rest}/v1/models/tf_reloaded/labels/stable:predict", json={"instances": ROW.tolist()},
+                               timeout=30)
+        assert answer.status_code == 200, answer.text
+        status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+            model_spec={"name": "tf_reloaded", "version_label": "stable"}), timeout=30)
+        assert [s.version for s in status.model_version_status] == [1]
+        _reload(models, labelled % 2)
+        status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
+            model_spec={"name": "tf_reloaded", "version_label": "stable"}), timeout=30)
+        assert [s.version for s in status.model_version_status] == [2]
+        for bad, field in ((f"model_config_list {{ config {{ name: 'x' base_path: '{tmp_path}/none' }} }}", "base_path"),
+                           ("model_config_list { config { name: 'x' base_path: 'relative/x' } }", "relative"),
+                           ("model_config_list { config { name: 'bad name!' base_path: '/x' } }", "name")):
+            with pytest.raises(grpc.RpcError) as failure:
+                _reload(models, bad)
+            assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in failure.value.details()
+        assert requests.get(f"{rest}/v1/models/tf_reloaded/labels/stable", timeout=30).status_code == 200
+    finally:
+        _reload(models, "model_config_list { }")
+    deadline = time.monotonic() + 60
+    while requests.get(f"{rest}/v1/models/tf_reloaded", timeout=30).status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert requests.post(f"{rest}/v1/models/fraud:predict", json={"instances": ROW.tolist()}, timeout=30).ok

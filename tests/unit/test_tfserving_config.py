@@ -217,3 +217,21 @@ def test_config_file_poll_flag() -> None:
     explicit = check_args(parser, parser.parse_args(["serve", "--model_config_file", "/c", "--model-control-mode",
                                                      "explicit", "--model_config_file_poll_wait_seconds", "5"]))
     assert "needs --model-control-mode poll, not explicit" in tf_serving_start(explicit)[1]
+
+
+def test_a_reload_requests_config_names_absolute_folders(tmp_path: Path) -> None:
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from deployments.repository.tfserving_config import parse_model_server_config
+
+    message = model_server_config_pb2.ModelServerConfig()
+    model = message.model_config_list.config.add(name="a", base_path=str(tmp_path / "a"))
+    model.version_labels["stable"] = 2
+    models = parse_model_server_config(message.SerializeToString(), "ReloadConfigRequest.config", None)
+    assert models.folders == {"a": tmp_path / "a"} and models.overrides["a"].version_labels == (("stable", 2),)
+    model.base_path = "relative/a"
+    with pytest.raises(ConfigError, match=r"config\[0\].base_path: 'relative/a' is relative"):
+        parse_model_server_config(message.SerializeToString(), "ReloadConfigRequest.config", None)
+    assert parse_model_server_config(message.SerializeToString(), "r", tmp_path).folders == {"a": tmp_path / "relative/a"}
+    with pytest.raises(ConfigError, match="not a ModelServerConfig"):
+        parse_model_server_config(b"\xff\xff\xff", "ReloadConfigRequest.config", None)
