@@ -73,6 +73,8 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
                                                 "as --batching_parameters_file says")
     p.add_argument("--batching-parameters-file", "--batching_parameters_file", dest="batching_parameters_file",
                    default=None, metavar="FILE", help="TF Serving's BatchingParameters (text format)")
+    _add_boolean(p, "--enable_per_model_batching_parameters", False,
+                 "TF Serving's: with --enable_batching, a SavedModel folder's own batching_params.pbtxt wins")
     p.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int, default=0,
                    help="TF Serving's REST API (/v1/models/...) on its own port, as TF Serving's 8501 "
                         "(default 0: off; /v1 is on the HTTP port too)")

@@ -5,6 +5,7 @@ config file it follows and where its REST port serves Prometheus text.
     --model_config_file FILE                       ModelServerConfig (deployments.repository.tfserving_config)
     --model_config_file_poll_wait_seconds S        re-read FILE every S seconds (controller-side)
     --enable_batching [--batching_parameters_file] BatchingParameters (deployments.repository.tfserving_batching)
+    --enable_per_model_batching_parameters         a SavedModel's own batching_params.pbtxt over that
     --monitoring_config_file FILE                  MonitoringConfig (deployments.repository.tfserving_monitoring)
 
 Every file is read here, before Ray starts, so a bad one refuses the start with its line and column.
@@ -13,7 +14,7 @@ Every file is read here, before Ray starts, so a bad one refuses the start with 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backends.errors import ConfigError
@@ -69,14 +70,19 @@ def _followed_config_file(args: argparse.Namespace) -> dict | None:
 
 
 def _batching(args: argparse.Namespace) -> object:
-    """--enable_batching: its TfBatching (TF Serving's defaults without --batching_parameters_file) or None."""
+    """--enable_batching: its TfBatching (TF Serving's defaults without --batching_parameters_file) or None;
+    per model with --enable_per_model_batching_parameters."""
     if not args.enable_batching:
+        if args.enable_per_model_batching_parameters:
+            raise ConfigError("--enable_per_model_batching_parameters needs --enable_batching (as in TF Serving)")
         return None
     from deployments.repository.tfserving_batching import parse_batching_parameters, read_batching_parameters
 
     if args.batching_parameters_file:
-        return read_batching_parameters(Path(args.batching_parameters_file))
-    return parse_batching_parameters("", "--enable_batching")
+        batching = read_batching_parameters(Path(args.batching_parameters_file))
+    else:
+        batching = parse_batching_parameters("", "--enable_batching")
+    return replace(batching, per_model=args.enable_per_model_batching_parameters)
 
 
 def _metrics_path(args: argparse.Namespace) -> str:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from backends.errors import ConfigError
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
 
 __all__ = ["RepositoryRoots"]
@@ -62,19 +63,33 @@ class RepositoryRoots:
         if entry.config is None or (override is None and self.batching is None):
             return entry
         config = entry.config
+        if override is not None:
+            if override.version_policy is not None:
+                config = replace(config, version_policy=override.version_policy)
+            entry = replace(entry, config=replace(config, version_labels=override.version_labels))
+            if entry.error is None and entry.versions and not entry.served_versions:
+                return replace(entry, error=f"{name}: model_version_policy: selects none of the versions on disk "
+                                            f"{sorted(entry.versions)}")
+        config = entry.config
         if self.batching is not None and config.dynamic_batching is None and not config.composite:
-            rows = config.max_batch_size or self.batching.max_batch_size
-            config = replace(config, dynamic_batching=self.batching.dynamic_batching, max_batch_size=rows,
-                             triton={**config.triton, **self.batching.triton_fields(rows)})
-        if override is None:
-            return replace(entry, config=config)
-        if override.version_policy is not None:
-            config = replace(config, version_policy=override.version_policy)
-        entry = replace(entry, config=replace(config, version_labels=override.version_labels))
-        if entry.error is None and entry.versions and not entry.served_versions:
-            entry = replace(entry, error=f"{name}: model_version_policy: selects none of the versions on disk "
-                                         f"{sorted(entry.versions)}")
+            try:
+                batching = self._batching_of(entry)
+            except ConfigError as exc:
+                return replace(entry, error=str(exc))
+            rows = config.max_batch_size or batching.max_batch_size
+            entry = replace(entry, config=replace(config, dynamic_batching=batching.dynamic_batching,
+                                                  max_batch_size=rows,
+                                                  triton={**config.triton, **batching.triton_fields(rows)}))
         return entry
+
+    def _batching_of(self, entry: ModelEntry) -> Any:
+        """--enable_batching's TfBatching, or with --enable_per_model_batching_parameters the
+        batching_params.pbtxt of the newest version served (one batching per model here)."""
+        if not self.batching.per_model or not entry.served_versions:
+            return self.batching
+        from deployments.repository.tfserving_batching import version_batching
+
+        return version_batching(entry.path / str(entry.served_versions[0]), self.batching)
 
     def rename(self, named: Mapping[str, Path | str], overrides: Mapping[str, Any]) -> None:
         """Serve these named folders and overrides from now on (TF Serving's config file, re-read):

@@ -32,7 +32,10 @@ from backends.errors import ConfigError
 from backends.model_config import DynamicBatching
 from deployments.repository.triton_schema import read_config_text, text_format_error
 
-__all__ = ["TfBatching", "parse_batching_parameters", "read_batching_parameters"]
+__all__ = ["TfBatching", "PER_MODEL_FILE", "parse_batching_parameters", "read_batching_parameters",
+           "version_batching"]
+
+PER_MODEL_FILE = "batching_params.pbtxt"  # TF Serving's, in a SavedModel's folder
 
 _INT64, _STRING, _BOOL = ".google.protobuf.Int64Value", ".google.protobuf.StringValue", ".google.protobuf.BoolValue"
 # (name, number, wrapped type or a scalar's FieldDescriptorProto type, repeated)
@@ -76,6 +79,7 @@ class TfBatching:
 
     max_batch_size: int
     dynamic_batching: DynamicBatching
+    per_model: bool = False  # --enable_per_model_batching_parameters: a SavedModel's batching_params.pbtxt wins
 
     def triton_fields(self, max_batch_size: int) -> dict:
         """The same batching in Triton's config JSON (what ``GET /v2/models/{m}/config`` reports)."""
@@ -130,3 +134,18 @@ def read_batching_parameters(path: Path) -> TfBatching:
         ConfigError: unreadable or invalid.
     """
     return parse_batching_parameters(read_config_text(path), str(path))
+
+
+def version_batching(version_dir: Path, default: TfBatching) -> TfBatching:
+    """``--enable_per_model_batching_parameters``: the ``batching_params.pbtxt`` in a version's SavedModel
+    folder (``<version>/`` as TF Serving lays it out, or ``<version>/model.savedmodel/`` as Triton
+    does), else ``default``.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid.
+    """
+    for candidate in (version_dir / PER_MODEL_FILE, version_dir / "model.savedmodel" / PER_MODEL_FILE):
+        if candidate.is_file():
+            own = read_batching_parameters(candidate)
+            return TfBatching(own.max_batch_size, own.dynamic_batching, per_model=True)
+    return default

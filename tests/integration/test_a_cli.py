@@ -280,7 +280,8 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
         process = start_server([again, other], port, tmp_path / "second.log", "--model_config_file", str(config_file),
                                "--rest_api_port", str(rest_port), "--grpc-port", str(grpc_port), "--enable_batching",
                                "--batching_parameters_file", str(batching), "--tf-grpc-port", str(tf_grpc_port),
-                               "--model_config_file_poll_wait_seconds", "1", "--monitoring_config_file", str(monitoring))
+                               "--model_config_file_poll_wait_seconds", "1", "--monitoring_config_file", str(monitoring),
+                               "--enable_per_model_batching_parameters")
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
         assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()
@@ -364,6 +365,7 @@ def check_config_file_followed(url: str, config_file: Path, base: Path, tmp_path
 
     extra = tmp_path / "extra_base"
     shutil.copytree(base, extra)
+    (extra / "2" / "batching_params.pbtxt").write_text("max_batch_size { value: 4 }")  # its SavedModel's own
     failures, answered, stop = [], set(), threading.Event()
 
     def traffic() -> None:
@@ -394,6 +396,9 @@ def check_config_file_followed(url: str, config_file: Path, base: Path, tmp_path
     assert not failures, failures[:3]
     assert answered == {"1", "2"} and infer(url, "tfs", "canary", headers={}).json()["model_version"] == "1"
     assert ray_session_logs().count("model tfs: loading version") == loads_before  # labels moved, nothing loaded
+    # --enable_per_model_batching_parameters: tfs_extra's batching_params.pbtxt, tfs the shared file's
+    assert requests.get(f"{url}/v2/models/tfs_extra/config", timeout=60).json()["max_batch_size"] == 4
+    assert requests.get(f"{url}/v2/models/tfs/config", timeout=60).json()["max_batch_size"] == 8
     config_file.write_text("model_config_list { config { name: 'tfs' bogus_field: 1 } }")
     deadline = time.monotonic() + 30
     while "still serving its last good config" not in ray_session_logs():

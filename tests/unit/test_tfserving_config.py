@@ -177,6 +177,43 @@ def test_enable_batching_batches_models_without_their_own(tmp_path: Path) -> Non
                                                 "default_queue_policy": {"max_queue_size": 32}}
 
 
+def test_per_model_batching_parameters_come_from_the_newest_served_savedmodel(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from deployments.repository.tfserving_batching import parse_batching_parameters
+
+    model = tmp_path / "m"
+    for version in (1, 2):
+        (model / str(version)).mkdir(parents=True)
+        (model / str(version) / "saved_model.pb").write_bytes(b"not read by a scan")
+    (model / "1" / "batching_params.pbtxt").write_text("max_batch_size { value: 2 }")
+    shared = parse_batching_parameters(BATCHING, "batching.txt")
+    per_model = RepositoryRoots([], {"m": model}, batching=replace(shared, per_model=True))
+    assert per_model.scan("m").config.max_batch_size == 8  # the newest (2) has no file: --batching_parameters_file's
+    (model / "2" / "batching_params.pbtxt").write_text("max_batch_size { value: 4 } batch_timeout_micros { value: 9 }")
+    config = per_model.scan("m").config
+    assert (config.max_batch_size, config.dynamic_batching.max_queue_delay_microseconds) == (4, 9)
+    assert RepositoryRoots([], {"m": model}, batching=shared).scan("m").config.max_batch_size == 8  # flag off
+    pinned = RepositoryRoots([], {"m": model}, {"m": ModelOverride(VersionPolicy(kind="specific", versions=(1,)))},
+                             batching=replace(shared, per_model=True))
+    assert pinned.scan("m").config.max_batch_size == 2  # the served version's file
+    (model / "2" / "batching_params.pbtxt").write_text("max_batch_size { value: 4 } bogus: 1")
+    assert "2/batching_params.pbtxt:1:29" in per_model.scan("m").error
+
+
+def test_per_model_batching_needs_enable_batching() -> None:
+    from deployments.launch.tfserving_start import tf_serving_start
+
+    parser = build_parser(lambda a: 0, lambda a: 0, lambda a: 0)
+    started, problem = tf_serving_start(check_args(parser, parser.parse_args(
+        ["serve", "--model_name", "m", "--model_base_path", "/m", "--enable_batching",
+         "--enable_per_model_batching_parameters"])))
+    assert problem is None and started.batching.per_model
+    problem = tf_serving_start(check_args(parser, parser.parse_args(
+        ["serve", "--model_name", "m", "--model_base_path", "/m", "--enable_per_model_batching_parameters"])))[1]
+    assert "needs --enable_batching" in problem
+
+
 def test_a_followed_config_file_gives_each_valid_change_once(tmp_path: Path, caplog) -> None:
     path = tmp_path / "models.config"
     path.write_text("model_config_list { config { name: 'a' base_path: 'a' } }")
