@@ -187,6 +187,10 @@ class RepositoryController:
             if not folder.is_dir():
                 raise ConfigError(f"ReloadConfigRequest.config: model {name!r}: base_path {str(folder)!r} "
                                   f"is not a folder")
+        for folder in models.folders.values():  # the caller says they are ready: no settling wait
+            for version_dir in folder.iterdir():
+                if version_dir.is_dir() and version_dir.name.isdigit():
+                    self._models.tracker_moved_in(version_dir)
         before = set(self._roots.named)
         self._roots.rename(models.folders, models.overrides)
         logger.info("config reloaded: now %s", ", ".join(sorted(models.folders)) or "no models named")

@@ -1,10 +1,10 @@
 """The model deployment: replicas that hold one model version and run stacked batches.
 
-The constructor loads the backend and runs real inferences (the config's ``model_warmup``, else one
-zero-filled row) before the replica reports healthy, so Serve never routes to a version that cannot
-answer. Framework calls run on one worker thread per
-replica, off the event loop; one batch at a time, since the framework already uses every core the
-replica holds.
+The constructor loads the backend and runs real inferences (the config's ``model_warmup`` and TF
+Serving's ``assets.extra`` warm-up requests, else one zero-filled row) before the replica reports
+healthy, so Serve never routes to a version that cannot answer. Framework calls run on one worker
+thread per replica, off the event loop; one batch at a time, since the framework already uses every
+core the replica holds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
 from backends.warmup import WarmupSample, warmup_samples
+from deployments.dataplane.tf_warmup import tf_serving_warmup_samples
 
 __all__ = ["ModelVersion", "VersionInfo", "warmup_inputs"]
 
@@ -89,7 +90,9 @@ class ModelVersion:
         if whole_requests:  # Triton's name of this instance: <group>_<index>
             self._backend.instance_name = f"{model}_0_{_replica_rank()}"
         self._backend.load()
-        self._warm_up(model, version, warmup_samples(config.triton, Path(version_dir).parent), whole_requests)
+        samples = warmup_samples(config.triton, Path(version_dir).parent) + \
+            tf_serving_warmup_samples(Path(version_dir), self._backend.signature)  # TF Serving's assets.extra
+        self._warm_up(model, version, samples, whole_requests)
         self._info = VersionInfo(model, version, config.platform, self._backend.signature,
                                  self._backend.max_batch_size, device,
                                  whole_requests)
@@ -97,8 +100,9 @@ class ModelVersion:
         self._started = False  # set on the first call, which runs on the replica's event loop
 
     def _warm_up(self, model: str, version: int, samples: list[WarmupSample], whole_requests: bool) -> None:
-        """Run the config's ``model_warmup`` samples, else one zero-filled row (a Python model:
-        nothing, as in Triton), before the replica reports healthy; a failure fails the load."""
+        """Run the warm-up samples (``model_warmup``, TF Serving's records), else one zero-filled row
+        (a Python model: nothing, as in Triton), before the replica reports healthy; a failure fails
+        the load."""
         if not samples and not whole_requests:
             samples = [WarmupSample("zero-filled row", warmup_inputs(self._backend.signature), 1)]
         for sample in samples:

@@ -22,7 +22,8 @@ from functools import cache
 __all__ = ["tf_serving_apis"]
 
 _MODULES = ("model_pb2", "predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "classification_pb2",
-            "regression_pb2", "model_management_pb2", "prediction_service_pb2_grpc", "model_service_pb2_grpc")
+            "regression_pb2", "model_management_pb2", "prediction_log_pb2", "prediction_service_pb2_grpc",
+            "model_service_pb2_grpc")
 
 
 @cache

@@ -194,3 +194,40 @@ def test_a_config_reload_serves_exactly_its_models(channel, served: dict, tmp_pa
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert requests.post(f"{rest}/v1/models/fraud:predict", json={"instances": ROW.tolist()}, timeout=30).ok
+
+
+def _warmup_file(version_dir, features: np.ndarray) -> None:
+    """assets.extra/tf_serving_warmup_requests as TF Serving's guide writes it (tf.io.TFRecordWriter)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    request = predict_request("any", {"features": features})
+    (version_dir / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(version_dir / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for _ in range(3):
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+
+
+def test_savedmodel_warmup_records_run_before_a_version_serves(channel, served: dict, tmp_path) -> None:
+    """A version whose warm-up records run is served; one whose records fail in the model never serves,
+    and the reload says why, naming the record."""
+    from build_repository import build_fraud
+
+    good, bad = tmp_path / "warm_good", tmp_path / "warm_bad"
+    build_fraud(good / "1", seed=6)
+    build_fraud(bad / "1", seed=7)
+    _warmup_file(good / "1", ROW.astype(np.float32))
+    _warmup_file(bad / "1", np.zeros((1, 5), np.float32))  # 5 features where the model takes 16
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    try:
+        with pytest.raises(grpc.RpcError) as failure:
+            _reload(models, f"""model_config_list {{ config {{ name: 'warm_good' base_path: '{good}' }}
+                                                      config {{ name: 'warm_bad' base_path: '{bad}' }} }}""")
+        assert "could not load warm_bad" in failure.value.details(), failure.value.details()
+        assert "tf_serving_warmup_requests[0]" in failure.value.details(), failure.value.details()
+        assert "warm_good" not in failure.value.details().split("could not load")[1]
+        answer = requests.post(f"{served['rest']}/v1/models/warm_good:predict", json={"instances": ROW.tolist()},
+                               timeout=30)
+        assert answer.status_code == 200, answer.text
+    finally:
+        _reload(models, "model_config_list { }")

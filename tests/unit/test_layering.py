@@ -30,6 +30,7 @@ PURE = [
     "deployments.repository.tfserving_batching", "deployments.repository.tfserving_monitoring",
     "deployments.launch.tfserving_start",
     "deployments.dataplane.auth", "deployments.dataplane.table", "deployments.dataplane.batching",
+    "deployments.dataplane.tf_warmup",
     "deployments.control.plan", "deployments.control.state", "deployments.control.views",
     "deployments.observability.metrics", "deployments.observability.hub", "deployments.observability.logs",
     "deployments.ingress.http", "deployments.applications.serve_config",
