@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.errors import BackendLoadError, InferenceFailed
+from backends.errors import BackendLoadError, InferenceFailed, InvalidRequest
 from backends.model_config import ModelConfig
 from backends.signature import ModelSignature
 
@@ -95,6 +95,20 @@ class Backend(ABC):
         except Exception as exc:  # noqa: BLE001 - any framework error becomes one typed error
             raise InferenceFailed(f"model {self.config.name!r} failed: {type(exc).__name__}: {exc}") from exc
         return {name: self._to_client_shape(name, array) for name, array in outputs.items()}
+
+    def other_signatures(self) -> dict[str, ModelSignature]:
+        """Signatures beside the served one (a SavedModel's ``classify``, ``regress``...), by name;
+        none for most frameworks."""
+        return {}
+
+    def run_signature(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one of ``other_signatures`` on these inputs (one request, not batched).
+
+        Raises:
+            InvalidRequest: the model has no such signature.
+            InferenceFailed: the framework raised.
+        """
+        raise InvalidRequest(f"model {self.config.name!r} has no signature {name!r}")
 
     def unload(self) -> None:
         """Free the model; safe to call twice."""

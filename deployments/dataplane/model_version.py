@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,8 @@ class VersionInfo:
     # Triton's Python backend: requests reach ``infer_requests`` whole (a list per batch, one
     # result or error each) instead of stacked into one batch.
     whole_requests: bool = False
+    # A SavedModel's other signatures by name (TF Serving's classify and regress), run unbatched.
+    other_signatures: dict = field(default_factory=dict)
 
     @property
     def triton_platform(self) -> str:
@@ -95,7 +97,7 @@ class ModelVersion:
         self._warm_up(model, version, samples, whole_requests)
         self._info = VersionInfo(model, version, config.platform, self._backend.signature,
                                  self._backend.max_batch_size, device,
-                                 whole_requests)
+                                 whole_requests, self._backend.other_signatures())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
         self._started = False  # set on the first call, which runs on the replica's event loop
 
@@ -160,6 +162,11 @@ class ModelVersion:
             self._start()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._backend.execute_requests, requests)
+
+    async def run_signature(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run another signature of the model on one request (TF Serving's classify and regress)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._backend.run_signature, name, inputs)
 
     async def describe(self) -> VersionInfo:
         """Signature and batching settings of this version."""

@@ -11,7 +11,7 @@ batching, the call to the version's replicas, request timeouts and metrics all s
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -37,6 +37,7 @@ class ModelDescription:
     signature: ModelSignature
     max_batch_size: int = 0
     device: str = "cpu"  # where the answering version's replicas run ("cuda:0": a GPU)
+    other_signatures: dict = field(default_factory=dict)  # a SavedModel's others (classify, regress) by name
 
 
 @dataclass(frozen=True)

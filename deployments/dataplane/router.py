@@ -184,4 +184,4 @@ class ModelRouter:
         info = await route.describe()
         versions = (str(route.version),) if version is not None else tuple(str(v) for v in self._order)
         return ModelDescription(self.model, versions, info.triton_platform, info.signature, info.max_batch_size,
-                                info.device)
+                                info.device, info.other_signatures)

@@ -89,6 +89,25 @@ class VersionRoute:
                 self._configure_batching()
         return self.info  # type: ignore[return-value]
 
+    async def run_signature(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request on another signature of the version (TF Serving's classify and regress): a
+        replica call of its own, not batched, counted as a request of the version."""
+        await self.describe()
+        start = time.perf_counter()
+        try:
+            outputs = await self.handle.run_signature.remote(name, inputs)
+        except Exception as exc:
+            if self._recorder is not None:
+                self._recorder.failure(self.model, str(self.version), failure_reason(status_of(unwrap_error(exc))),
+                                       time.perf_counter() - start)
+            raise
+        if self._series is not None:
+            rows = len(next(iter(inputs.values()))) if inputs else 1
+            elapsed = time.perf_counter() - start
+            self._series.succeeded(rows, elapsed, 0.0, elapsed, int(time.time() * 1000))
+            self._series.executed(rows, elapsed)
+        return outputs
+
     def _configure_batching(self) -> None:
         """Rows per batch and queue delay from the route; a few batches in flight per replica, so
         some travel while one computes."""

@@ -19,10 +19,12 @@ import ray
 from ray import serve
 
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded
+from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy
 from deployments.dataplane.plane import DataPlane, ModelDescription
 from deployments.dataplane.router import ModelRouter
 from deployments.dataplane.table import Route, ServedModel, Watcher
+from deployments.dataplane.version_route import VersionRoute
 from deployments.ingress.http import HttpReply, endpoint_group, error_reply
 from deployments.ingress.listener import HttpRequest
 from deployments.ingress.server import ServerApi
@@ -92,6 +94,19 @@ class Door:
             outcome = await self.api.plane.infer(inputs, version, timeout_s)
             return outcome.version, outcome.outputs
         return await self.handle.infer_versioned.remote(inputs, version, timeout_s)
+
+    async def other_signature(self, name: str, version: str | None) -> tuple[VersionRoute, ModelSignature]:
+        """The version route and the signature ``name`` of a SavedModel's other signatures (TF Serving's
+        classify and regress): run it with ``route.run_signature``.
+
+        Raises:
+            InvalidRequest: the version has no such signature (TF Serving's words).
+        """
+        route = self.router.route(self.version_number(version)) if self.router is not None else None
+        info = await route.describe() if route is not None else None
+        if info is None or name not in info.other_signatures:
+            raise InvalidRequest(f"Serving signature name: \"{name}\" not found in signature def")
+        return route, info.other_signatures[name]
 
     async def describe(self, version: str | None) -> ModelDescription:
         number = self.version_number(version)

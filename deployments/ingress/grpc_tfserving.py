@@ -8,7 +8,8 @@ both services on one port (8500 there; ``--tf-grpc-port`` here).
 
 * ``Predict``, ``GetModelMetadata`` (``signature_def``), ``ModelService.GetModelStatus``: every model,
   ``model_spec`` by name, ``version`` or ``version_label``; the call's deadline bounds the wait.
-* ``Classify`` / ``Regress``: refused (INVALID_ARGUMENT) as on REST: only ``serving_default`` is served.
+* ``Classify`` / ``Regress``: a SavedModel's classification or regression signature on ``tf.Example`` s
+  (``deployments.protocol.tfserving_examples``), as on REST.
 * ``ModelService.HandleReloadConfigRequest``: the controller serves the new ``ModelServerConfig``'s
   models, policies and labels in place of those named so far, and it answers once they loaded (an
   invalid config: INVALID_ARGUMENT, nothing changes).
@@ -25,13 +26,14 @@ import grpc
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded
 from deployments.ingress.gateway import Door, Gateway
 from deployments.ingress.grpc_base import GrpcServicer, Registration, rpc
-from deployments.ingress.tfserving_http import tf_version_status
+from deployments.ingress.tfserving_http import run_examples, tf_version_status
+from deployments.protocol.tfserving_examples import classify_response, examples_from_input, regress_response
+from deployments.protocol.tfserving_rest import DEFAULT_SIGNATURE
 from deployments.protocol.tfserving_apis import tf_serving_apis
 from deployments.protocol.tfserving_grpc import (
     decode_predict_request,
     encode_predict_response,
     metadata_response,
-    signature_name,
     spec_version,
     status_response,
 )
@@ -81,21 +83,25 @@ class TfPredictionService(GrpcServicer, apis.prediction_service_pb2_grpc.Predict
         door, version = await _door_and_version(self, request.model_spec)
         described = await door.describe(None if version is None else str(version))
         number = version if version is not None else int(described.versions[0])
-        return metadata_response(request, request.model_spec.name, number, described.signature)
+        return metadata_response(request, request.model_spec.name, number, described.signature,
+                                 described.other_signatures)
 
-    async def _no_such_signature(self, request: Any, what: str) -> Any:
-        await _door_and_version(self, request.model_spec)
-        signature_name(request.model_spec)
-        raise InvalidRequest(f"model {request.model_spec.name!r}: {what} needs a SavedModel {what} signature; this "
-                             f"model has only serving_default (use Predict)")
+    async def _examples(self, request: Any, kind: str) -> tuple[int, str, list]:
+        door, version = await _door_and_version(self, request.model_spec)
+        name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        answered, result = await run_examples(door, kind, name, examples_from_input(request.input),
+                                              None if version is None else str(version))
+        return answered, name, result
 
     @rpc("inference")
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        return await self._no_such_signature(request, "classify")
+        answered, name, result = await self._examples(request, "classify")
+        return classify_response(request.model_spec.name, answered, name, result)
 
     @rpc("inference")
     async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
-        return await self._no_such_signature(request, "regress")
+        answered, name, result = await self._examples(request, "regress")
+        return regress_response(request.model_spec.name, answered, name, result)
 
 
 class TfModelService(GrpcServicer, apis.model_service_pb2_grpc.ModelServiceServicer):

@@ -5,6 +5,8 @@ Paths (TF Serving's ``api_rest.md``):
 * ``GET  /v1/models/{m}[/versions/{v}|/labels/{l}]``  model_version_status (a label: its version's)
 * ``GET  /v1/models/{m}[/versions/{v}]/metadata``   model_spec + signature_def
 * ``POST /v1/models/{m}[/versions/{v}]:predict``    row (``instances``) or columnar (``inputs``)
+* ``POST /v1/models/{m}[/versions/{v}]:classify|:regress``  ``examples`` (tf.Example features) of a
+  SavedModel's classification or regression signature (``deployments.protocol.tfserving_examples``)
 
 A request reaches the model's ``Door``: the same routing, batching, limits and metrics as a v2
 request to that model (a v2 and a TF Serving request can share one batch). Errors are
@@ -16,15 +18,31 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound
+import numpy as np
+
+from backends.errors import MethodNotAllowed, ModelNotFound
 from deployments.ingress.http import HttpReply, json_reply
-from deployments.protocol.tfserving_rest import decode_predict, encode_predict, model_metadata, version_status
+from deployments.protocol.tfserving_examples import (
+    EXAMPLES_INPUT,
+    check_signature,
+    classify_result,
+    encode_result_json,
+    examples_from_json,
+    regress_result,
+)
+from deployments.protocol.tfserving_rest import (
+    DEFAULT_SIGNATURE,
+    decode_predict,
+    encode_predict,
+    model_metadata,
+    version_status,
+)
 
 if TYPE_CHECKING:
     from deployments.ingress.gateway import Door
     from deployments.ingress.server import ServerApi
 
-__all__ = ["TF_MODELS", "TfServingRest", "tf_model_name", "tf_version_status"]
+__all__ = ["TF_MODELS", "TfServingRest", "run_examples", "tf_model_name", "tf_version_status"]
 
 TF_MODELS = "/v1/models/"
 _PATH = re.compile(r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
@@ -68,13 +86,15 @@ class TfServingRest:
             if method != "POST":
                 raise MethodNotAllowed(f"{what[1:]} takes POST, not {method}")
             if what != ":predict":
-                raise InvalidRequest(f"model {model!r}: {what[1:]} needs a SavedModel {what[1:]} signature; "
-                                     f"this model has only serving_default (use :predict)")
+                signature_name, examples = examples_from_json(body, door.served.limits)
+                _, result = await run_examples(door, what[1:], signature_name, examples, version)
+                return HttpReply(200, encode_result_json(result))
             return await self._predict(door, version, body)
         if method != "GET":
             raise MethodNotAllowed(f"{path} takes GET, not {method}")
         described = await door.describe(version)
-        return json_reply(model_metadata(model, version or described.versions[0], described.signature))
+        return json_reply(model_metadata(model, version or described.versions[0], described.signature,
+                                         described.other_signatures))
 
     async def _predict(self, door: Door, version: str | None, body: bytes) -> HttpReply:
         described = await door.describe(version)
@@ -82,6 +102,28 @@ class TfServingRest:
         number = int(version) if version else None
         answered, outputs = await door.infer_versioned(request.inputs, number, None)
         return HttpReply(200, encode_predict(request, outputs, [s.name for s in described.signature.outputs]))
+
+
+async def run_examples(door: Door, kind: str, signature_name: str, examples: np.ndarray,
+                       version: str | None) -> tuple[int, list]:
+    """Classify or regress (``kind``) serialized ``tf.Example`` s: (the version that answered, the result).
+
+    The served signature (``serving_default``) runs through the data plane like a predict (batched);
+    another signature of the SavedModel runs as one call to a replica of the version.
+
+    Raises:
+        InvalidRequest: no such signature, or one that is not of ``kind``.
+    """
+    if signature_name == DEFAULT_SIGNATURE:
+        check_signature(kind, signature_name, (await door.describe(version)).signature)
+        answered, outputs = await door.infer_versioned({EXAMPLES_INPUT: examples}, version, None)
+    else:
+        route, signature = await door.other_signature(signature_name, version)
+        check_signature(kind, signature_name, signature)
+        answered, outputs = route.version, await route.run_signature(signature_name, {EXAMPLES_INPUT: examples})
+    if kind == "classify":
+        return answered, classify_result(outputs, len(examples))
+    return answered, regress_result(outputs, len(examples))
 
 
 async def tf_version_status(server: ServerApi, model: str, version: str | None, door: Door | None) -> dict:

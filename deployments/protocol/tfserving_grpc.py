@@ -27,7 +27,7 @@ from backends.errors import InvalidRequest
 from backends.signature import ModelSignature
 from deployments.protocol.limits import RequestLimits, check_body_size, check_elements
 from deployments.protocol.tfserving_apis import tf_serving_apis
-from deployments.protocol.tfserving_rest import DEFAULT_SIGNATURE, TF_DTYPES, signature_def
+from deployments.protocol.tfserving_rest import DEFAULT_SIGNATURE, TF_DTYPES, signature_defs
 
 __all__ = ["tensor_to_array", "array_to_tensor", "decode_predict_request", "encode_predict_response",
            "metadata_response", "status_response", "signature_name", "spec_version"]
@@ -186,14 +186,15 @@ def encode_predict_response(name: str, version: int, outputs: dict[str, np.ndarr
     return response
 
 
-def metadata_response(request: Any, name: str, version: int, signature: ModelSignature) -> Any:
+def metadata_response(request: Any, name: str, version: int, signature: ModelSignature,
+                      others: dict[str, ModelSignature] | None = None) -> Any:
     """``GetModelMetadataResponse`` with ``metadata["signature_def"]``, the one field TF Serving serves."""
     fields = list(request.metadata_field)
     if not fields:
         raise InvalidRequest("GetModelMetadataRequest must specify at least one metadata_field")
     if fields != ["signature_def"]:
         raise InvalidRequest(f"Metadata field {next(f for f in fields if f != 'signature_def')} is not supported")
-    signatures = json_format.ParseDict({"signature_def": {DEFAULT_SIGNATURE: signature_def(signature)}},
+    signatures = json_format.ParseDict({"signature_def": signature_defs(signature, others)},
                                        apis.get_model_metadata_pb2.SignatureDefMap())
     response = apis.get_model_metadata_pb2.GetModelMetadataResponse()
     _fill_spec(response.model_spec, name, version)

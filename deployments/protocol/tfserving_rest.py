@@ -28,11 +28,11 @@ from backends.errors import InvalidRequest
 from backends.signature import ModelSignature, TensorSpec
 from deployments.protocol.limits import RequestLimits, check_body_size, check_elements, check_json_depth
 
-__all__ = ["PredictRequest", "decode_predict", "encode_predict", "signature_def", "model_metadata",
+__all__ = ["PredictRequest", "decode_predict", "encode_predict", "signature_def", "signature_defs", "signature_kind",
+           "model_metadata",
            "version_status", "DEFAULT_SIGNATURE", "TF_DTYPES"]
 
 DEFAULT_SIGNATURE = "serving_default"
-_PREDICT_METHOD = "tensorflow/serving/predict"
 TF_DTYPES = {"BOOL": "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32",
              "UINT64": "DT_UINT64", "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32", "INT64": "DT_INT64",
              "FP16": "DT_HALF", "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "BYTES": "DT_STRING", "BF16": "DT_BFLOAT16"}
@@ -187,16 +187,38 @@ def _tensor_info(spec: TensorSpec) -> dict:
             "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False}}
 
 
-def signature_def(signature: ModelSignature) -> dict:
-    """A ``serving_default`` SignatureDef in TF Serving's JSON, from any model's signature."""
+def signature_kind(signature: ModelSignature) -> str:
+    """"classify", "regress" or "predict": what TF Serving would call with it. Classify and regress
+    take one DT_STRING ``inputs`` (serialized tf.Example) and answer ``classes``/``scores`` or ``outputs``."""
+    spec = signature.input("inputs")
+    outputs = {s.name for s in signature.outputs}
+    if len(signature.inputs) != 1 or spec is None or spec.datatype != "BYTES" or not outputs:
+        return "predict"
+    if outputs <= {"classes", "scores"}:
+        return "classify"
+    return "regress" if outputs == {"outputs"} else "predict"
+
+
+def signature_def(signature: ModelSignature, method: str = "predict") -> dict:
+    """A SignatureDef in TF Serving's JSON, from any model's signature."""
     return {"inputs": {s.name: _tensor_info(s) for s in signature.inputs},
-            "outputs": {s.name: _tensor_info(s) for s in signature.outputs}, "method_name": _PREDICT_METHOD}
+            "outputs": {s.name: _tensor_info(s) for s in signature.outputs},
+            "method_name": f"tensorflow/serving/{method}"}
 
 
-def model_metadata(name: str, version: str, signature: ModelSignature) -> dict:
+def signature_defs(signature: ModelSignature, others: dict[str, ModelSignature] | None = None) -> dict:
+    """Every SignatureDef by name: ``serving_default`` (what :predict runs) and a SavedModel's others."""
+    defs = {DEFAULT_SIGNATURE: signature_def(signature)}
+    for name, other in sorted((others or {}).items()):
+        defs[name] = signature_def(other, signature_kind(other))
+    return defs
+
+
+def model_metadata(name: str, version: str, signature: ModelSignature,
+                   others: dict[str, ModelSignature] | None = None) -> dict:
     """``GET /v1/models/{m}[/versions/{v}]/metadata``."""
     return {"model_spec": {"name": name, "signature_name": "", "version": version},
-            "metadata": {"signature_def": {"signature_def": {DEFAULT_SIGNATURE: signature_def(signature)}}}}
+            "metadata": {"signature_def": {"signature_def": signature_defs(signature, others)}}}
 
 
 def version_status(rows: Iterable[tuple[str, str, str]]) -> dict:

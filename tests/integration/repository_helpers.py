@@ -68,3 +68,13 @@ def index_rows(url: str, model: str) -> list[dict]:
     return [row for row in response.json() if row["name"] == model]
 
 
+
+
+def reload_tf_config(models_stub, text: str) -> None:
+    """TF Serving's ModelService.HandleReloadConfigRequest with a ModelServerConfig in text format."""
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(text, request.config)
+    assert models_stub.HandleReloadConfigRequest(request, timeout=240).status.error_code == 0

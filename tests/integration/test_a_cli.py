@@ -280,8 +280,8 @@ def test_24_models_stop_cleanly_and_the_port_serves_again(example_repository: Pa
         process = start_server([again, other], port, tmp_path / "second.log", "--model_config_file", str(config_file),
                                "--rest_api_port", str(rest_port), "--grpc-port", str(grpc_port), "--enable_batching",
                                "--batching_parameters_file", str(batching), "--tf-grpc-port", str(tf_grpc_port),
-                               "--model_config_file_poll_wait_seconds", "1", "--monitoring_config_file", str(monitoring),
-                               "--enable_per_model_batching_parameters")
+                               "--model_config_file_poll_wait_seconds", "1", "--monitoring_config_file",
+                               str(monitoring), "--enable_per_model_batching_parameters")
         assert infer(url, "fraud07", headers={}).status_code == 200
         assert infer(url, "fraud08", headers={}).json()["model_name"] == "fraud08"
         assert f"infergrid serving {again},{other},tfs={base}" in (tmp_path / "second.log").read_text()

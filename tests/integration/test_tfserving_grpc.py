@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 import requests
-from repository_helpers import APPLICANTS, ROW
+from repository_helpers import APPLICANTS, ROW, reload_tf_config
 
 pytestmark = pytest.mark.integration
 
@@ -139,20 +139,17 @@ def test_unserved_calls_say_why(predictions) -> None:
     with pytest.raises(grpc.RpcError) as failure:
         predictions.GetModelMetadata(no_field, timeout=30)
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "metadata_field" in failure.value.details()
+    classify = classification_pb2.ClassificationRequest(model_spec={"name": "credit_score"})
     with pytest.raises(grpc.RpcError) as failure:
-        predictions.Classify(classification_pb2.ClassificationRequest(model_spec={"name": "credit_score"}), timeout=30)
-    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "classify" in failure.value.details()
+        predictions.Classify(classify, timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "example_list" in failure.value.details()
+    classify.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    with pytest.raises(grpc.RpcError) as failure:  # its serving_default predicts
+        predictions.Classify(classify, timeout=30)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a classify signature" in \
+        failure.value.details()
     answer = predictions.Predict(predict_request("credit_score", {"applicant": APPLICANTS}), timeout=30)
     assert len(answer.outputs) == 1  # the replica still answers
-
-
-def _reload(models, text: str) -> None:
-    from google.protobuf import text_format
-    from tensorflow_serving.apis import model_management_pb2
-
-    request = model_management_pb2.ReloadConfigRequest()
-    text_format.Parse(text, request.config)
-    assert models.HandleReloadConfigRequest(request, timeout=240).status.error_code == 0
 
 
 def test_a_config_reload_serves_exactly_its_models(channel, served: dict, tmp_path) -> None:
@@ -169,26 +166,27 @@ def test_a_config_reload_serves_exactly_its_models(channel, served: dict, tmp_pa
     labelled = f"""model_config_list {{ config {{ name: 'tf_reloaded' base_path: '{base}'
         model_version_policy {{ all {{ }} }} version_labels {{ key: 'stable' value: %d }} }} }}"""
     try:
-        _reload(models, labelled % 1)
+        reload_tf_config(models, labelled % 1)
         answer = requests.post(f"{rest}/v1/models/tf_reloaded/labels/stable:predict", json={"instances": ROW.tolist()},
                                timeout=30)
         assert answer.status_code == 200, answer.text
         status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
             model_spec={"name": "tf_reloaded", "version_label": "stable"}), timeout=30)
         assert [s.version for s in status.model_version_status] == [1]
-        _reload(models, labelled % 2)
+        reload_tf_config(models, labelled % 2)
         status = models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(
             model_spec={"name": "tf_reloaded", "version_label": "stable"}), timeout=30)
         assert [s.version for s in status.model_version_status] == [2]
-        for bad, field in ((f"model_config_list {{ config {{ name: 'x' base_path: '{tmp_path}/none' }} }}", "base_path"),
+        missing = f"model_config_list {{ config {{ name: 'x' base_path: '{tmp_path}/none' }} }}"
+        for bad, field in ((missing, "base_path"),
                            ("model_config_list { config { name: 'x' base_path: 'relative/x' } }", "relative"),
                            ("model_config_list { config { name: 'bad name!' base_path: '/x' } }", "name")):
             with pytest.raises(grpc.RpcError) as failure:
-                _reload(models, bad)
+                reload_tf_config(models, bad)
             assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in failure.value.details()
         assert requests.get(f"{rest}/v1/models/tf_reloaded/labels/stable", timeout=30).status_code == 200
     finally:
-        _reload(models, "model_config_list { }")
+        reload_tf_config(models, "model_config_list { }")
     deadline = time.monotonic() + 60
     while requests.get(f"{rest}/v1/models/tf_reloaded", timeout=30).status_code != 404:
         assert time.monotonic() < deadline
@@ -221,7 +219,7 @@ def test_savedmodel_warmup_records_run_before_a_version_serves(channel, served: 
     models = model_service_pb2_grpc.ModelServiceStub(channel)
     try:
         with pytest.raises(grpc.RpcError) as failure:
-            _reload(models, f"""model_config_list {{ config {{ name: 'warm_good' base_path: '{good}' }}
+            reload_tf_config(models, f"""model_config_list {{ config {{ name: 'warm_good' base_path: '{good}' }}
                                                       config {{ name: 'warm_bad' base_path: '{bad}' }} }}""")
         assert "could not load warm_bad" in failure.value.details(), failure.value.details()
         assert "tf_serving_warmup_requests[0]" in failure.value.details(), failure.value.details()
@@ -230,4 +228,4 @@ def test_savedmodel_warmup_records_run_before_a_version_serves(channel, served: 
                                timeout=30)
         assert answer.status_code == 200, answer.text
     finally:
-        _reload(models, "model_config_list { }")
+        reload_tf_config(models, "model_config_list { }")

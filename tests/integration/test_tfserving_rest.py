@@ -85,7 +85,8 @@ def test_b64_strings_in_and_strings_out_through_a_pipeline(url: str) -> None:
     ("credit_score:predict", {"rows": []}, 400, "Missing 'inputs' or 'instances' key"),
     ("credit_score:predict", {"instances": [["x"] * 8]}, 400, "expects DT_FLOAT"),
     ("credit_score:predict", {"signature_name": "nope", "instances": [[1] * 8]}, 400, "not found in signature def"),
-    ("credit_score:classify", {"examples": []}, 400, "classify"),
+    ("credit_score:classify", {"examples": []}, 400, "'examples' is empty"),
+    ("credit_score:regress", {"examples": [{"x": 1.0}]}, 400, "not a regress signature"),
     ("nothing_here:predict", {"instances": [[1]]}, 404, "nothing_here"),
     ("credit_score/versions/9:predict", {"instances": [[1] * 8]}, 404, "9"),
 ])

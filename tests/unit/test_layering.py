@@ -24,6 +24,7 @@ PURE = [
     "deployments.names", "deployments.settings",
     "deployments.protocol.v2", "deployments.protocol.tensors", "deployments.protocol.limits",
     "deployments.protocol.openapi", "deployments.protocol.tfserving_apis", "deployments.protocol.tfserving_grpc",
+    "deployments.protocol.tfserving_examples",
     "deployments.repository.config", "deployments.repository.triton_schema", "deployments.repository.scan",
     "deployments.repository.watch", "deployments.repository.events", "deployments.repository.status",
     "deployments.repository.roots", "deployments.repository.tfserving_config",
