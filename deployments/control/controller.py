@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from backends.errors import ConfigError, ModelNotFound, RepositoryError
+from backends.errors import ModelNotFound, RepositoryError
 from deployments.applications import builders as apps
 from deployments.control.publication import WATCH_TIMEOUT_S, TablePublisher
 from deployments.control.reconcile import Reconciler
@@ -39,7 +40,12 @@ from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.roots import RepositoryRoots
-from deployments.repository.tfserving_config import ConfigFileFollower, parse_model_server_config
+from deployments.repository.tfserving_config import (
+    ConfigFileFollower,
+    ModelOverride,
+    parse_reload_config,
+    served_labels,
+)
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
@@ -181,12 +187,7 @@ class RepositoryController:
             raise RepositoryError("a config reload is not allowed with --model-control-mode=explicit "
                                   "(use the repository load and unload API)")
         await self._started.wait()
-        # No working directory to take a relative base_path from (the server's is not the caller's): refused.
-        models = parse_model_server_config(config, "ReloadConfigRequest.config", None)
-        for name, folder in models.folders.items():
-            if not folder.is_dir():
-                raise ConfigError(f"ReloadConfigRequest.config: model {name!r}: base_path {str(folder)!r} "
-                                  f"is not a folder")
+        models = parse_reload_config(config, "ReloadConfigRequest.config")
         for folder in models.folders.values():  # the caller says they are ready: no settling wait
             for version_dir in folder.iterdir():
                 if version_dir.is_dir() and version_dir.name.isdigit():
@@ -202,6 +203,38 @@ class RepositoryController:
         if failed:
             raise RepositoryError("config reloaded; could not load " +
                                   "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())))
+
+    async def version_labels(self, name: str) -> dict[str, int]:
+        """The model's version labels now (TF Serving's ``stable`` -> 3).
+
+        Raises:
+            ModelNotFound: no such model.
+        """
+        await self._started.wait()
+        if name not in self._models.states:
+            raise ModelNotFound(f"unknown model {name!r}")
+        override = self._roots.overrides.get(name)
+        return dict(override.version_labels) if override is not None else {}
+
+    async def set_version_labels(self, name: str, labels: dict) -> dict[str, int]:
+        """Replace the model's version labels (our repository API's ``PUT .../labels``); each must name a
+        version that serves, as TF Serving requires. They move with no reload and no failed request:
+        the front door takes the new mapping once published. Returns the labels now.
+
+        Raises:
+            ModelNotFound: no such model, or it serves no version.
+            ConfigError: a bad label, or one naming a version that does not serve (nothing changes).
+        """
+        await self._started.wait()
+        state = self._models.states.get(name)
+        if state is None or not state.served:
+            raise ModelNotFound(f"model {name!r} serves no version to label")
+        checked = served_labels(labels, state.served, f"{name} labels request")
+        self._roots.overrides[name] = replace(self._roots.overrides.get(name) or ModelOverride(),
+                                              version_labels=checked)
+        await self._models.reconcile_locked(name)
+        logger.info("model %s: version labels now %s", name, dict(checked) or "none")
+        return dict(checked)
 
     def _kick(self, name: str) -> None:
         """Reconcile ``name`` now, or right after the reconcile already running for it."""

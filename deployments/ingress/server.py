@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import ray
 
-from backends.errors import InvalidRequest, ModelNotFound, ModelNotReady, RepositoryError
+from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound, ModelNotReady, RepositoryError
 from deployments.ingress.http import HttpReply, json_reply
 from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.hub import hub_handle
@@ -29,6 +29,7 @@ __all__ = ["ServerApi", "server_version", "check_model_name"]
 
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
 _PIPELINE_PATH = re.compile(r"^/pipelines/(?P<model>[^/]+)$")
+_LABELS_PATH = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/labels$")
 _REPOSITORY_ACTION = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)$")
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
@@ -132,6 +133,21 @@ class ServerApi:
             await self.unload(model, number)
         return json_reply({})
 
+    async def _labels(self, method: str, body: bytes, model: str) -> HttpReply:
+        """``GET|PUT /v2/repository/models/{m}/labels``: TF Serving's version labels of a model, read or
+        replaced (``{"version_labels": {"stable": 2}}``) through the controller."""
+        check_model_name(model)
+        if self._controller_name is None:
+            raise RepositoryError("version labels need the repository controller (infergrid serve)")
+        if method == "GET":
+            return json_reply({"version_labels": await self._call("version_labels", model)})
+        if method != "PUT":
+            raise MethodNotAllowed(f"{model} labels take GET or PUT, not {method}")
+        labels = _json_body(body).get("version_labels")
+        if not isinstance(labels, dict):
+            raise InvalidRequest("version_labels must be a JSON object of label -> version number")
+        return json_reply({"version_labels": await self._call("set_version_labels", model, labels)})
+
     def _explicit(self, model: str, action: str) -> None:
         check_model_name(model)
         if self._controller_name is None:
@@ -186,6 +202,9 @@ class ServerApi:
         if path == "/v2/repository/index" and method == "POST":
             ready_only = bool(_json_body(body).get("ready", False))
             return json_reply([row.to_json() for row in await self.repository_index(ready_only)])
+        labels = _LABELS_PATH.match(path)
+        if labels:
+            return await self._labels(method, body, labels.group("model"))
         action = _REPOSITORY_ACTION.match(path)
         if action and method == "POST":
             return await self._repository_action(body, action.group("model"), action.group("action"))

@@ -142,6 +142,15 @@ def openapi_document(server_version: str) -> dict[str, Any]:
             "summary": f"{action} a model (explicit model control mode; management role)",
             "operationId": action, "parameters": [_MODEL], "requestBody": management_body,
             "responses": _responses(_json(f"{action}ed", {"type": "object"}), "400", *_AUTH_CODES, "404", "503")}}
+    labels = {"type": "object", "required": ["version_labels"], "properties": {"version_labels": {
+        "type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}}}
+    paths["/v2/repository/models/{model}/labels"] = {
+        "get": {"summary": "TF Serving's version labels of a model (management role)", "operationId": "getLabels",
+                "parameters": [_MODEL], "responses": _responses(_json("labels", labels), *_AUTH_CODES, "404", "503")},
+        "put": {"summary": "replace a model's version labels; each names a served version (management role)",
+                "operationId": "setLabels", "parameters": [_MODEL],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": labels}}},
+                "responses": _responses(_json("labels now", labels), "400", *_AUTH_CODES, "404", "503")}}
     paths.update(_model_paths("/v2/models/{model}", [_MODEL]))
     paths.update(_model_paths("/v2/models/{model}/versions/{version}", [_MODEL, _VERSION]))
     return copy.deepcopy({  # shared parameter objects: a caller may change its copy freely

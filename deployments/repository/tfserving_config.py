@@ -15,8 +15,10 @@ Read and honoured: ``name``, ``base_path``, ``model_version_policy`` (``latest``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -26,8 +28,8 @@ from backends.model_config import VersionPolicy
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.triton_schema import read_config_text, text_format_error
 
-__all__ = ["ModelOverride", "TfServingModels", "ConfigFileFollower", "parse_model_config_file",
-           "parse_model_server_config", "models_of_config", "read_model_config_file"]
+__all__ = ["ModelOverride", "TfServingModels", "ConfigFileFollower", "checked_labels", "served_labels",
+           "parse_model_config_file", "parse_model_server_config", "parse_reload_config", "models_of_config", "read_model_config_file"]
 
 logger = logging.getLogger("infergrid")
 
@@ -63,15 +65,39 @@ def _policy(config: model_server_config_pb2.ModelConfig, where: str) -> VersionP
     return VersionPolicy(kind="latest", num_versions=num)
 
 
-def _labels(config: model_server_config_pb2.ModelConfig, where: str) -> tuple[tuple[str, int], ...]:
-    labels = []
-    for label, version in sorted(config.version_labels.items()):
-        if not label or label.isdigit():
+def checked_labels(labels: Mapping[str, Any], where: str) -> tuple[tuple[str, int], ...]:
+    """Version labels as (label, version) pairs, sorted.
+
+    Raises:
+        ConfigError: a label that is empty or a number, a version that is not a version number.
+    """
+    checked = []
+    for label, version in sorted(labels.items()):
+        if not isinstance(label, str) or not label or label.isdigit():
             raise ConfigError(f"{where}.version_labels: {label!r} is not a label (a label is a name, not a number)")
-        if version < 1:
-            raise ConfigError(f"{where}.version_labels[{label!r}]: version {version} is not a version number")
-        labels.append((label, int(version)))
-    return tuple(labels)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ConfigError(f"{where}.version_labels[{label!r}]: {version!r} is not a version number")
+        checked.append((label, int(version)))
+    return tuple(checked)
+
+
+def _labels(config: model_server_config_pb2.ModelConfig, where: str) -> tuple[tuple[str, int], ...]:
+    return checked_labels(dict(config.version_labels), where)
+
+
+def served_labels(labels: Mapping[str, Any], served: Sequence[int], where: str) -> tuple[tuple[str, int], ...]:
+    """``checked_labels`` whose versions all serve (TF Serving's rule without
+    ``--allow_version_labels_for_unavailable_models``).
+
+    Raises:
+        ConfigError: as ``checked_labels``, or a label naming a version that does not serve.
+    """
+    checked = checked_labels(labels, where)
+    for label, version in checked:
+        if version not in served:
+            raise ConfigError(f"{where}: label {label!r} names version {version}, which does not serve "
+                              f"(served: {sorted(served)})")
+    return checked
 
 
 def parse_model_config_file(text: str, source: str, relative_to: Path | None = None) -> TfServingModels:
@@ -101,6 +127,20 @@ def parse_model_server_config(data: bytes, source: str, relative_to: Path | None
     except DecodeError as exc:
         raise ConfigError(f"{source}: not a ModelServerConfig: {exc}") from None
     return models_of_config(message, source, relative_to)
+
+
+def parse_reload_config(data: bytes, source: str) -> TfServingModels:
+    """``parse_model_server_config`` for a reload request: no working directory to take a relative
+    ``base_path`` from (the server's is not the caller's), and every ``base_path`` must be a folder now.
+
+    Raises:
+        ConfigError: as ``parse_model_server_config``, a relative ``base_path``, or one that is no folder.
+    """
+    models = parse_model_server_config(data, source, None)
+    for name, folder in models.folders.items():
+        if not folder.is_dir():
+            raise ConfigError(f"{source}: model {name!r}: base_path {str(folder)!r} is not a folder")
+    return models
 
 
 def models_of_config(message: model_server_config_pb2.ModelServerConfig, source: str,

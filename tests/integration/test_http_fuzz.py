@@ -73,7 +73,8 @@ def test_every_documented_operation_is_served(url: str) -> None:
                   "/v2/models/{model}/versions/{version}/infer", "/v2/repository/index",
                   "/v2/repository/models/{model}/load", "/v2/repository/models/{model}/unload",
                   "/pipelines/{model}", "/metrics", "/v2/models/stats", "/openapi.json",
-                  "/v2/models/{model}/config", "/v2/models/{model}/versions/{version}/config"):
+                  "/v2/models/{model}/config", "/v2/models/{model}/versions/{version}/config",
+                  "/v2/repository/models/{model}/labels"):
         assert route in paths, route
-    assert len(OPERATIONS) == 20 and requests.get(f"{url}/openapi.json", timeout=30).json() == \
+    assert len(OPERATIONS) == 22 and requests.get(f"{url}/openapi.json", timeout=30).json() == \
         openapi_document(server_version())

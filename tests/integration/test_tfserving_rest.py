@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import requests
-from repository_helpers import APPLICANTS, ROW
+from repository_helpers import APPLICANTS, BODY, ROW, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +120,51 @@ def test_the_rest_api_port_serves_prometheus_text_at_the_monitoring_path(served:
         time.sleep(0.5)
     assert requests.get(f"{rest}/metrics", timeout=30).status_code == 404
     assert requests.get(f"{served['url']}/monitoring/prometheus/metrics", timeout=30).status_code == 404
+
+
+def test_version_labels_set_through_the_repository_api_move_with_no_failed_request(served: dict) -> None:
+    """PUT /v2/repository/models/{m}/labels: labels name served versions, are addressable at once in v2 and
+    TF Serving paths, move under traffic with no failed request, and bad ones change nothing."""
+    import threading
+
+    url = served["url"]
+    labels_url = f"{url}/v2/repository/models/fraud2/labels"
+
+    def labelled(label: str) -> requests.Response:
+        return requests.post(f"{url}/v2/models/fraud2/versions/{label}/infer", json=BODY, timeout=30)
+
+    assert requests.put(labels_url, json={"version_labels": {}}, timeout=60).ok  # whatever an earlier test set
+    assert requests.get(labels_url, timeout=30).json() == {"version_labels": {}}
+    answer = requests.put(labels_url, json={"version_labels": {"stable": 1}}, timeout=60)
+    assert answer.status_code == 200 and answer.json() == {"version_labels": {"stable": 1}}, answer.text
+    wait_for(lambda: labelled("stable").status_code == 200, 20, "label stable served")
+    failures, answered, stop = [], set(), threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            reply = labelled("stable")
+            (answered.add(reply.json()["model_version"]) if reply.ok else failures.append(reply.text))
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        time.sleep(0.5)
+        assert requests.put(labels_url, json={"version_labels": {"stable": 2, "canary": 1}}, timeout=60).ok
+        wait_for(lambda: "2" in answered, 20, "stable moved to 2")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        sender.join()
+    assert not failures and answered == {"1", "2"}, (failures[:3], answered)
+    tf_answer = requests.post(f"{served['rest']}/v1/models/fraud2/labels/canary:predict",
+                              json={"instances": ROW.tolist()}, timeout=30)
+    assert tf_answer.status_code == 200, tf_answer.text
+    for body, message in (({"version_labels": {"stable": 9}}, "names version 9, which does not serve"),
+                          ({"version_labels": {"7": 1}}, "is not a label"), ({"version_labels": [1]}, "JSON object")):
+        refused = requests.put(labels_url, json=body, timeout=60)
+        assert refused.status_code == 400 and message in refused.json()["error"], refused.text
+    assert requests.get(labels_url, timeout=30).json() == {"version_labels": {"canary": 1, "stable": 2}}
+    assert requests.put(labels_url, json={"version_labels": {}}, timeout=60).ok
+    wait_for(lambda: labelled("stable").status_code == 404, 20, "label stable gone")
+    assert requests.put(f"{url}/v2/repository/models/nothing_here/labels", json={"version_labels": {}},
+                        timeout=60).status_code == 404

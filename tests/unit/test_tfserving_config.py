@@ -272,3 +272,30 @@ def test_a_reload_requests_config_names_absolute_folders(tmp_path: Path) -> None
     assert parse_model_server_config(message.SerializeToString(), "r", tmp_path).folders == {"a": tmp_path / "relative/a"}
     with pytest.raises(ConfigError, match="not a ModelServerConfig"):
         parse_model_server_config(b"\xff\xff\xff", "ReloadConfigRequest.config", None)
+
+
+def test_a_reload_refuses_a_base_path_that_is_no_folder(tmp_path: Path) -> None:
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from deployments.repository.tfserving_config import parse_reload_config
+
+    message = model_server_config_pb2.ModelServerConfig()
+    message.model_config_list.config.add(name="a", base_path=str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match=r"model 'a': base_path '.*/a' is not a folder"):
+        parse_reload_config(message.SerializeToString(), "ReloadConfigRequest.config")
+    (tmp_path / "a").mkdir()
+    assert parse_reload_config(message.SerializeToString(), "r").folders == {"a": tmp_path / "a"}
+
+
+@pytest.mark.parametrize("labels, problem", [
+    ({"stable": 9}, "label 'stable' names version 9, which does not serve"),
+    ({"7": 1}, "'7' is not a label"), ({"": 1}, "is not a label"),
+    ({"stable": "2"}, "'2' is not a version number"), ({"stable": True}, "True is not a version number"),
+    ({"stable": 0}, "0 is not a version number"), ({3: 1}, "3 is not a label")])
+def test_labels_asked_for_must_name_served_versions(labels: dict, problem: str) -> None:
+    from deployments.repository.tfserving_config import served_labels
+
+    assert served_labels({"canary": 2, "stable": 1}, [1, 2], "fraud") == (("canary", 2), ("stable", 1))
+    assert served_labels({}, [1], "fraud") == ()
+    with pytest.raises(ConfigError, match=problem):
+        served_labels(labels, [1, 2], "fraud labels request")
