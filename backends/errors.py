@@ -26,6 +26,7 @@ __all__ = [
     "Forbidden",
     "MethodNotAllowed",
     "ReplicaLost",
+    "HandlerError",
     "unwrap_error",
     "status_of",
 ]
@@ -97,6 +98,20 @@ class InferenceFailed(ServingError):
     """The framework raised while running a batch; the message names the model."""
 
     http_status = 500
+
+
+class HandlerError(InferenceFailed):
+    """A TorchServe handler failed a request (``PredictionException``, ``set_response_status``), with the
+    status it gave. ``body``: what the handler returned for it (TorchServe's inference API sends that
+    with the status; None: the whole batch failed, answered with TorchServe's error JSON)."""
+
+    def __init__(self, message: str, http_status: int = 500, body: bytes | None = None,
+                 content_type: str = "") -> None:
+        super().__init__(message)
+        self.args = (message, http_status, body, content_type)
+        self.http_status = http_status
+        self.body = body
+        self.content_type = content_type
 
 
 class StepFailed(ServingError):

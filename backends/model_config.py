@@ -33,6 +33,7 @@ PLATFORMS: dict[str, str] = {
     "tensorflow": "tensorflow",
     "ensemble": "ensemble",
     "python": "python",
+    "torchserve": "torchserve",  # an unpacked .mar: its handler run by TorchServe's ts package
 }
 # ``backend: "python"`` is infergrid's Pipeline when its parameters name one (``pipeline``), else
 # Triton's Python backend: a model whose version folders hold a ``model.py``.

@@ -21,6 +21,7 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "pytorch": ("backends.torch_backend", "TorchBackend", "torch"),
     "tensorflow": ("backends.tf_backend", "TensorFlowBackend", "tensorflow"),
     "triton_python": ("backends.triton_python.backend", "TritonPythonBackend", "numpy"),
+    "torchserve": ("backends.torchserve.backend", "TorchServeBackend", "torchserve"),
 }
 # Kept beside the table so detection needs no framework import; each backend class repeats them.
 _FILES: dict[str, tuple[str, ...]] = {
@@ -28,6 +29,7 @@ _FILES: dict[str, tuple[str, ...]] = {
     "pytorch": ("model.pt", "model.pt2"),
     "tensorflow": ("model.savedmodel", "."),
     "triton_python": ("model.py",),
+    "torchserve": ("MAR-INF/MANIFEST.json",),
 }
 
 
@@ -44,6 +46,8 @@ def detect_platform(version_dir: Path) -> str | None:
         return "onnxruntime"
     if (version_dir / "model.pt").exists() or (version_dir / "model.pt2").exists():
         return "pytorch"
+    if (version_dir / "MAR-INF" / "MANIFEST.json").exists():  # an unpacked TorchServe archive
+        return "torchserve"
     return None
 
 

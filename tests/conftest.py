@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "tests"))  # ts_archives: TorchServe archives made by torch-model-archiver
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +18,11 @@ def example_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from build_repository import build_repository
 
     return build_repository(tmp_path_factory.mktemp("repo") / "model_repository")
+
+
+@pytest.fixture(scope="session")
+def ts_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TorchServe model store of three archives made by torch-model-archiver (``ts_archives``)."""
+    from ts_archives import model_store
+
+    return model_store(tmp_path_factory.mktemp("torchserve"))

@@ -126,11 +126,14 @@ class ServeCalls:
             await asyncio.sleep(STATUS_POLL_S)
 
     async def warm(self, app_name: str) -> str:
-        """One real inference through Serve; returns a failure reason, or "" when it answered."""
+        """One real inference through Serve (a model that takes whole requests, a Python model or a
+        TorchServe handler: its answer to ``describe``, as Triton sends such models no made-up request);
+        returns a failure reason, or "" when it answered."""
         try:
             handle = serve.get_deployment_handle(VERSION_DEPLOYMENT, app_name=app_name)
             info = await handle.describe.remote()
-            await handle.infer_batch.remote(warmup_inputs(info.signature))
+            if not info.whole_requests:
+                await handle.infer_batch.remote(warmup_inputs(info.signature))
             return ""
         except Exception as exc:  # noqa: BLE001 - any failure keeps the version out of traffic
             return f"warm-up inference failed: {exc}"

@@ -57,6 +57,8 @@ class Listen:
     rest_port: int = 0
     tf_grpc_port: int = 0
     tf_metrics_path: str = ""  # TF Serving's --monitoring_config_file: Prometheus text there on rest_port
+    ts_inference_port: int = 0  # TorchServe's inference API (/ping, /predictions/...), 8080 in TorchServe
+    ts_metrics_port: int = 0  # TorchServe's metrics API (GET /metrics, its ts_* names), 8082 in TorchServe
 
 
 class FrontDoor:
@@ -98,6 +100,7 @@ class FrontDoor:
             gateway.tf_metrics_path = self._listen.tf_metrics_path
             self._rest_listener = HttpListener(gateway.tf_serving_only, gateway.tf_serving_precheck, gateway.release)
             await self._rest_listener.start(self._listen.host, self._listen.rest_port)
+        self._ts_listeners = await self._start_torchserve(gateway)
         self._grpc = await self._start_grpc(gateway)
         if controller:
             self._follow = asyncio.get_running_loop().create_task(gateway.follow_models())
@@ -105,6 +108,20 @@ class FrontDoor:
                     self._listen.host, self._listen.port, self._listen.grpc_port or "off",
                     self._listen.tf_grpc_port or "off", self._listen.metrics_port or "off")
         return gateway
+
+    async def _start_torchserve(self, gateway: Gateway) -> list[HttpListener]:
+        """TorchServe's inference port (/ping, /predictions/...) and metrics port (GET /metrics), each 0: off."""
+        from deployments.ingress.torchserve_http import TorchServeInference, TorchServeMetrics
+
+        listeners = []
+        for port, api in ((self._listen.ts_inference_port, TorchServeInference),
+                          (self._listen.ts_metrics_port, TorchServeMetrics)):
+            if port:
+                served = api(gateway)
+                listener = HttpListener(served.answer, served.precheck, gateway.release)
+                await listener.start(self._listen.host, port)
+                listeners.append(listener)
+        return listeners
 
     async def _start_grpc(self, gateway: Gateway):
         """KServe v2 gRPC on ``grpc_port`` and TF Serving's on ``tf_grpc_port`` (each 0: off), one loop thread."""
@@ -152,6 +169,6 @@ class FrontDoor:
         door_loop = getattr(self, "_door_loop", None)
         loop = door_loop.loop if door_loop is not None else None
         for listener in (getattr(self, "_listener", None), getattr(self, "_metrics_listener", None),
-                         getattr(self, "_rest_listener", None)):
+                         getattr(self, "_rest_listener", None), *getattr(self, "_ts_listeners", ())):
             if loop is not None and listener is not None and loop.is_running():
                 asyncio.run_coroutine_threadsafe(listener.stop(), loop)

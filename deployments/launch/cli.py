@@ -215,21 +215,33 @@ def _shut_down(embedded: bool) -> None:
     ray.shutdown()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve every model in the repositories until Ctrl-C or SIGTERM."""
+def _model_sources(args: argparse.Namespace) -> tuple[object, str, object, str | None]:
+    """What the controller serves: (its source, the name it reports, TF Serving's start, a problem or None);
+    repositories, TF Serving's named models and TorchServe's unpacked archives, side by side."""
     repositories = [Path(r).resolve() for r in args.repositories]
     from deployments.launch.tfserving_start import tf_serving_start
+    from deployments.launch.torchserve_start import torchserve_models
 
     tf, problem = tf_serving_start(args)  # TF Serving's flags and files
-    models_by_name = tf.folders
+    ts_folders, ts_labels, ts_problem = torchserve_models(args)  # TorchServe's model store, unpacked
+    models_by_name, overrides = {**tf.folders, **ts_folders}, {**tf.overrides, **ts_labels}
     missing = next((folder for folder in [*repositories, *models_by_name.values()] if not folder.is_dir()), None)
-    if problem or missing:
-        return _refuse(problem or f"model repository {missing} is not a folder")
+    problem = problem or ts_problem or (f"model repository {missing} is not a folder" if missing else None) or \
+        (None if repositories or models_by_name else "nothing to serve: no repository and no model named "
+                                                     "(is the model store empty?)")
     from deployments.repository.roots import RepositoryRoots
 
-    named = str(RepositoryRoots(repositories, models_by_name))  # as the controller names what it serves
-    source = {"roots": repositories, "models": models_by_name, "overrides": tf.overrides, "batching": tf.batching,
+    named = "" if problem else str(RepositoryRoots(repositories, models_by_name))  # as the controller names it
+    source = {"roots": repositories, "models": models_by_name, "overrides": overrides, "batching": tf.batching,
               "config_file": tf.followed} if models_by_name or tf.batching or args.model_config_file else repositories
+    return source, named, tf, problem
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve every model in the repositories until Ctrl-C or SIGTERM."""
+    source, named, tf, problem = _model_sources(args)
+    if problem:
+        return _refuse(problem)
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)
@@ -248,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     embedded, dashboard = _start_ray(args.settings)
     listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address,
-                    args.rest_api_port, args.tf_grpc_port, tf.metrics_path)
+                    args.rest_api_port, args.tf_grpc_port, tf.metrics_path, args.ts_inference_port,
+                    args.ts_metrics_port)
     controller = start_controller(source, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)

@@ -50,6 +50,20 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="serve on a non-loopback address without API keys (a proxy in front authenticates)")
 
 
+def _torchserve_flags(p: argparse.ArgumentParser) -> None:
+    """TorchServe's start flags (its model store) and ports (docs/torchserve.md)."""
+    p.add_argument("--model-store", "--model_store", dest="model_store", default=None, metavar="DIR",
+                   help="TorchServe's model store: a folder of .mar archives (served as --models says)")
+    p.add_argument("--models", action="append", default=[], metavar="all|NAME=FILE.mar,...",
+                   help="TorchServe's: archives of --model-store to serve (default all)")
+    p.add_argument("--ts-inference-port", "--ts_inference_port", dest="ts_inference_port", type=int, default=0,
+                   help="TorchServe's inference API (/ping, /predictions/...) on this port, as TorchServe's 8080 "
+                        "(default 0: off)")
+    p.add_argument("--ts-metrics-port", "--ts_metrics_port", dest="ts_metrics_port", type=int, default=0,
+                   help="TorchServe's metrics API (GET /metrics: ts_inference_requests_total...) on this port, as "
+                        "TorchServe's 8082 (default 0: off)")
+
+
 def _serve_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-port", type=int, default=8001,
                    help="KServe v2 gRPC port (tritonclient.grpc; default 8001, 0: off)")
@@ -84,6 +98,7 @@ def _serve_only(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tf-grpc-port", "--tf_grpc_port", dest="tf_grpc_port", type=int, default=0,
                    help="TF Serving's gRPC API (tensorflow.serving.PredictionService, ModelService) on this port, "
                         "as TF Serving's --port 8500 (default 0: off; on the gRPC address)")
+    _torchserve_flags(p)
     _add_boolean(p, "--allow-grpc", True, "false: no gRPC server (as --grpc-port 0)")
     _add_boolean(p, "--allow-metrics", True, "false: no metrics port")
     p.add_argument("--model-control-mode", choices=("poll", "none", "explicit"), default="poll",
@@ -142,9 +157,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
             parser.error("--model_name and --model_base_path go together (TF Serving's one-model start)")
         if args.model_config_file and args.model_base_path:
             parser.error("--model_config_file and --model_base_path are exclusive (as in TF Serving)")
-        if not args.repositories and not args.model_base_path and not args.model_config_file:
+        if not args.repositories and not args.model_base_path and not args.model_config_file and \
+                not args.model_store:
             parser.error("give --model-repository DIR (or TF Serving's --model_config_file, or its --model_name "
-                         "and --model_base_path)")
+                         "and --model_base_path, or TorchServe's --model-store DIR)")
+        if args.models and not args.model_store:
+            parser.error("--models names archives of --model-store DIR (TorchServe's model store)")
         if args.repository_poll_secs <= 0:
             parser.error("--repository-poll-secs must be > 0")
         if not args.allow_grpc:
