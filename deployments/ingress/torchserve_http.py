@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from deployments.ingress.gateway import Gateway
     from deployments.ingress.listener import HttpRequest
 
-__all__ = ["TorchServeInference", "TorchServeMetrics", "request_parts", "ts_error", "ts_error_of"]
+__all__ = ["TorchServeInference", "TorchServeMetrics", "handler_headers", "request_parts", "ts_error",
+           "ts_error_of"]
 
 _PREDICTIONS = re.compile(r"^/predictions/(?P<model>[^/]+)(?:/(?P<version>[^/]+))?/?$")
 _TYPES = {400: "BadRequestException", 401: "InvalidKeyException", 403: "InvalidKeyException",
@@ -77,6 +78,11 @@ def request_parts(content_type: str, body: bytes) -> tuple[TsParameter, ...]:
     return tuple(parts)
 
 
+def handler_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The headers a handler sees (``context.get_request_header``): all but the API key."""
+    return tuple((name, value) for name, value in headers.items() if name != "authorization")
+
+
 class TorchServeInference:
     """TorchServe's inference port for one front-door replica's gateway."""
 
@@ -113,7 +119,7 @@ class TorchServeInference:
             raise ModelNotFound(f"Model not found: {model}")
         parts = request_parts(request.headers.get("content-type", ""), request.body)
         element = np.empty((1, 1), dtype=object)
-        element[0, 0] = tuple(TsRequest(parts, tuple(request.headers.items())))
+        element[0, 0] = tuple(TsRequest(parts, handler_headers(request.headers)))
         _, outputs = await door.infer_versioned({TS_INPUT: element}, version, None)
         body = outputs[TS_OUTPUT].ravel()[0]
         content_type = outputs[TS_CONTENT_TYPE].ravel()[0].decode() if TS_CONTENT_TYPE in outputs else ""

@@ -16,7 +16,7 @@ from backends.errors import BackendLoadError, ConfigError, HandlerError, Invalid
 from backends.registry import create_backend, detect_platform
 from backends.torchserve.wire import TsParameter, TsRequest, decoded_value, worker_request
 from deployments.ingress.http import HttpReply
-from deployments.ingress.torchserve_http import request_parts, ts_error
+from deployments.ingress.torchserve_http import handler_headers, request_parts, ts_error
 from deployments.repository.config import load_config_file
 from deployments.repository.mar import mar_settings, model_store_archives, unpack_mar
 
@@ -199,3 +199,8 @@ def test_torchserve_metric_names_from_the_same_counters() -> None:
     names = requested_names("name[]=ts_queue_latency_microseconds")
     assert names == {"ts_queue_latency_microseconds"} and requested_names("") is None
     assert "ts_inference_requests_total" not in torchserve_metrics_text(merged, "h", names).decode()
+
+
+def test_handlers_see_the_headers_but_never_the_api_key() -> None:
+    assert handler_headers({"x-tag": "t", "authorization": "Bearer k-1", "content-type": "text/plain"}) == (
+        ("x-tag", "t"), ("content-type", "text/plain"))
