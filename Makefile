@@ -48,7 +48,10 @@ bench: install
 	$(PY) -m bench.overload --out bench/results
 
 peers: install
+	../shared/peers/setup.sh
 	INFERGRID_DIR=$(CURDIR) PEERS="infergrid ts_batch triton ray_haproxy" ../shared/peers/run_peers.sh
+	# the peers' .mar: TorchServe and infergrid (--ts-config, /predictions/fraud) side by side
+	$(PY) -m bench.torchserve_archive --out bench/results
 
 clean:
 	rm -rf $(VENV) $(REPOSITORY)

@@ -25,6 +25,7 @@ __all__ = [
     "Unauthenticated",
     "Forbidden",
     "MethodNotAllowed",
+    "Conflict",
     "ReplicaLost",
     "HandlerError",
     "unwrap_error",
@@ -182,6 +183,12 @@ class MethodNotAllowed(ServingError):
     """An HTTP method the path does not take (405); the message says which to use."""
 
     http_status = 405
+
+
+class Conflict(ServingError):
+    """What the request would create exists already (409): a TorchServe model version registered twice."""
+
+    http_status = 409
 
 
 def unwrap_error(exc: BaseException) -> BaseException:

@@ -26,3 +26,11 @@ def ts_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ts_archives import model_store
 
     return model_store(tmp_path_factory.mktemp("torchserve"))
+
+
+@pytest.fixture(scope="session")
+def ts_versioned_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TorchServe model store with versions "1.0" and "2.0" of ``swap`` (``ts_archives.versioned_store``)."""
+    from ts_archives import versioned_store
+
+    return versioned_store(tmp_path_factory.mktemp("torchserve-versions"))

@@ -21,8 +21,10 @@ def mlp_module():
 
 
 def archive(store: Path, name: str, handler: str, version: str = "1.0", serialized: Path | None = None,
-            config_yaml: str | None = None, extra: list[str] | None = None, requirements: Path | None = None) -> Path:
-    """``torch-model-archiver`` run as users run it; returns the ``.mar`` in ``store``."""
+            config_yaml: str | None = None, extra: list[str] | None = None, requirements: Path | None = None,
+            file_name: str | None = None) -> Path:
+    """``torch-model-archiver`` run as users run it; returns the ``.mar`` in ``store`` (renamed
+    ``file_name`` when given: the archiver always names it after the model)."""
     store.mkdir(parents=True, exist_ok=True)
     work = store.parent / f"{name}-{version}-src"
     work.mkdir(parents=True, exist_ok=True)
@@ -39,7 +41,8 @@ def archive(store: Path, name: str, handler: str, version: str = "1.0", serializ
     if requirements is not None:
         command += ["--requirements-file", str(requirements)]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
-    return store / f"{name}.mar"
+    made = store / f"{name}.mar"
+    return made.rename(store / file_name) if file_name else made
 
 
 def model_store(root: Path) -> Path:
@@ -54,4 +57,14 @@ def model_store(root: Path) -> Path:
     archive(store, "mlp", "mlp_handler.py", "1.0", scripted, "batchSize: 4\nmaxBatchDelay: 200\nminWorkers: 1\n")
     archive(store, "echo", "echo_handle.py", "2", config_yaml="batchSize: 8\nmaxBatchDelay: 100\n")
     archive(store, "image", "image_handle.py", "1.0")
+    return store
+
+
+def versioned_store(root: Path) -> Path:
+    """A model store with two versions of ``swap`` (``swap-1.mar`` "1.0", ``swap-2.mar`` "2.0"), each
+    answering with its version, for registration and set-default under load."""
+    store = root / "versioned_store"
+    for version in ("1.0", "2.0"):
+        archive(store, "swap", "version_handle.py", version, config_yaml="batchSize: 4\nmaxBatchDelay: 5\n",
+                file_name=f"swap-{version[0]}.mar")
     return store

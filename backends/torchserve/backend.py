@@ -29,7 +29,7 @@ import numpy as np
 from backends.base import Backend
 from backends.errors import BackendLoadError, HandlerError, ServingError
 from backends.signature import ModelSignature, TensorSpec
-from backends.torchserve.wire import TS_CONTENT_TYPE, TS_INPUT, TS_OUTPUT, worker_request
+from backends.torchserve.wire import TS_CONTENT_TYPE, TS_INPUT, TS_OUTPUT, is_explanation, worker_request
 
 __all__ = ["TorchServeBackend", "unmet_requirements"]
 
@@ -128,7 +128,21 @@ class TorchServeBackend(Backend):
                                    f"{type(exc).__name__}: {exc}") from exc
 
     def execute_requests(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | ServingError]:
-        """Run the handler on one batch: per request its answer (``output``, ``content_type``) or its error."""
+        """Run the handler on one batch: per request its answer (``output``, ``content_type``) or its error.
+
+        ``BaseHandler`` explains a whole batch when its first request asks (``explain: True``), so
+        explanations and predictions gathered together run as two calls of the handler."""
+        explain = [is_explanation(request[TS_INPUT].ravel()[0]) for request in batch]
+        if not any(explain) or all(explain):
+            return self._execute(batch)
+        answers: list = [None] * len(batch)
+        for wanted in (False, True):
+            chosen = [index for index, flag in enumerate(explain) if flag == wanted]
+            for index, answer in zip(chosen, self._execute([batch[i] for i in chosen])):
+                answers[index] = answer
+        return answers
+
+    def _execute(self, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray] | ServingError]:
         from ts.service import Service
         from ts.utils.util import PredictionException
 

@@ -14,7 +14,7 @@ import json
 from typing import Any, NamedTuple
 
 __all__ = ["TS_INPUT", "TS_OUTPUT", "TS_CONTENT_TYPE", "TsParameter", "TsRequest", "worker_request",
-           "decoded_value"]
+           "decoded_value", "is_explanation"]
 
 TS_INPUT = "body"
 TS_OUTPUT = "output"
@@ -56,6 +56,11 @@ def worker_request(element: Any, request_id: str) -> dict:
                             "value": decoded_value(p.content_type, p.value)}
                            for p in (TsParameter(*p) for p in parameters)],
             "headers": [{"name": k.encode(), "value": v.encode()} for k, v in headers]}
+
+
+def is_explanation(element: Any) -> bool:
+    """True for a request of TorchServe's /explanations path (its ``explain: True`` header)."""
+    return isinstance(element, tuple) and len(element) == 2 and ("explain", "True") in tuple(element[1])
 
 
 def decoded_value(content_type: str, value: bytes) -> Any:

@@ -40,7 +40,8 @@ def start_controller(repository: Path | list[Path] | dict, mode: str = "poll", p
                                          "models": {n: str(p) for n, p in repository.get("models", {}).items()},
                                          "overrides": dict(repository.get("overrides", {})),
                                          "batching": repository.get("batching"),
-                                         "config_file": repository.get("config_file")}
+                                         "config_file": repository.get("config_file"),
+                                         "torchserve": repository.get("torchserve")}
     else:
         roots = [str(r) for r in repository] if isinstance(repository, list | tuple) else str(repository)
     return actor.remote(roots, mode, poll_secs, list(load_models or []), gpu, auth, listen,

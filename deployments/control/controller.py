@@ -12,6 +12,9 @@ State is rebuilt after a restart (Ray restarts the actor) from the running Serve
 version application's name carries the tag of what it loaded, so a running version whose files
 are unchanged is adopted, never deployed twice.
 
+Models named one by one have their calls in mixins: TF Serving's config reload and version labels
+(``deployments.control.named_models``), TorchServe's management API (``deployments.control.torchserve_calls``).
+
 Modes, as Triton's ``--model-control-mode``: ``none`` (load at start), ``poll`` (and follow the
 repository) and ``explicit`` (only the load/unload API changes what is served).
 """
@@ -21,15 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from backends.errors import ModelNotFound, RepositoryError
 from deployments.applications import builders as apps
+from deployments.control.named_models import NamedModelCalls
 from deployments.control.publication import WATCH_TIMEOUT_S, TablePublisher
 from deployments.control.reconcile import Reconciler
 from deployments.control.serve_calls import ServeCalls
 from deployments.control.state import adopt
+from deployments.control.torchserve_calls import TorchServeCalls
 from deployments.control.views import index_rows, model_statuses
 from deployments.dataplane.table import Route, ServedModel, Watcher
 from deployments.ingress.front_door import Listen
@@ -40,12 +44,7 @@ from deployments.observability.metrics import Recorder
 from deployments.repository.config import parse_config_json
 from deployments.repository.events import FileEvents
 from deployments.repository.roots import RepositoryRoots
-from deployments.repository.tfserving_config import (
-    ConfigFileFollower,
-    ModelOverride,
-    parse_reload_config,
-    served_labels,
-)
+from deployments.repository.tfserving_config import ConfigFileFollower
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.status import ControllerInfo, IndexRow, ModelStatus
 from deployments.repository.watch import CompletionTracker
@@ -57,7 +56,7 @@ logger = logging.getLogger("infergrid")
 MODES = ("none", "poll", "explicit")
 
 
-class RepositoryController:
+class RepositoryController(NamedModelCalls, TorchServeCalls):
     """The controller actor's class (started by ``deployments.control.client.start_controller``)."""
 
     def __init__(self, repository: str | list[str] | dict, mode: str = "poll", poll_secs: float = 1.0,
@@ -78,6 +77,11 @@ class RepositoryController:
         followed = repository.get("config_file") if isinstance(repository, dict) else None
         self._config_file = ConfigFileFollower(Path(followed["path"]), Path(followed["relative_to"]),
                                                float(followed["poll_s"])) if followed else None
+        # TorchServe's registered archives (deployments.repository.ts_registry), its management API's state
+        self._ts = repository.get("torchserve") if isinstance(repository, dict) else None
+        if self._ts is not None:
+            for name, model in self._ts.models.items():
+                self._roots.place(name, model.folder, model.override)
         self._mode, self._poll_secs = mode, poll_secs
         self._load_models = list(load_models or [])
         self._auth = auth or None  # AuthPolicy.to_dict(), handed to every HTTP replica it deploys
@@ -173,68 +177,6 @@ class RepositoryController:
             models = self._config_file.poll(time.monotonic())
             if models is not None:
                 self._roots.rename(models.folders, models.overrides)
-
-    async def reload_model_config(self, config: bytes) -> None:
-        """TF Serving's ``ModelService.HandleReloadConfigRequest``: serve the models of this serialized
-        ``ModelServerConfig`` (with its policies and labels) in place of those named one by one so far
-        (models of ``--model-repository`` folders stay); returns once each has loaded or failed.
-
-        Raises:
-            ConfigError: an invalid config, or a ``base_path`` that is no folder: nothing changes.
-            RepositoryError: explicit mode; or the config was applied and a model in it could not load.
-        """
-        if self._mode == "explicit":
-            raise RepositoryError("a config reload is not allowed with --model-control-mode=explicit "
-                                  "(use the repository load and unload API)")
-        await self._started.wait()
-        models = parse_reload_config(config, "ReloadConfigRequest.config")
-        for folder in models.folders.values():  # the caller says they are ready: no settling wait
-            for version_dir in folder.iterdir():
-                if version_dir.is_dir() and version_dir.name.isdigit():
-                    self._models.tracker_moved_in(version_dir)
-        before = set(self._roots.named)
-        self._roots.rename(models.folders, models.overrides)
-        logger.info("config reloaded: now %s", ", ".join(sorted(models.folders)) or "no models named")
-        names = before | set(models.folders)
-        await asyncio.gather(*(self._models.reconcile_locked(name) for name in names))
-        statuses = await self.models()
-        failed = {name: statuses[name].reason for name in models.folders
-                  if name in statuses and statuses[name].reason}
-        if failed:
-            raise RepositoryError("config reloaded; could not load " +
-                                  "; ".join(f"{name}: {reason}" for name, reason in sorted(failed.items())))
-
-    async def version_labels(self, name: str) -> dict[str, int]:
-        """The model's version labels now (TF Serving's ``stable`` -> 3).
-
-        Raises:
-            ModelNotFound: no such model.
-        """
-        await self._started.wait()
-        if name not in self._models.states:
-            raise ModelNotFound(f"unknown model {name!r}")
-        override = self._roots.overrides.get(name)
-        return dict(override.version_labels) if override is not None else {}
-
-    async def set_version_labels(self, name: str, labels: dict) -> dict[str, int]:
-        """Replace the model's version labels (our repository API's ``PUT .../labels``); each must name a
-        version that serves, as TF Serving requires. They move with no reload and no failed request:
-        the front door takes the new mapping once published. Returns the labels now.
-
-        Raises:
-            ModelNotFound: no such model, or it serves no version.
-            ConfigError: a bad label, or one naming a version that does not serve (nothing changes).
-        """
-        await self._started.wait()
-        state = self._models.states.get(name)
-        if state is None or not state.served:
-            raise ModelNotFound(f"model {name!r} serves no version to label")
-        checked = served_labels(labels, state.served, f"{name} labels request")
-        self._roots.overrides[name] = replace(self._roots.overrides.get(name) or ModelOverride(),
-                                              version_labels=checked)
-        await self._models.reconcile_locked(name)
-        logger.info("model %s: version labels now %s", name, dict(checked) or "none")
-        return dict(checked)
 
     def _kick(self, name: str) -> None:
         """Reconcile ``name`` now, or right after the reconcile already running for it."""

@@ -117,10 +117,16 @@ class DataPlane:
         """The version a request names: a number, or a version label (``stable``) turned into the
         version it points at now; every protocol's version field goes through here.
 
+        Unversioned: the version the label ``""`` names, where one does (TorchServe's default version,
+        ``deployments.repository.ts_registry``), else None (the newest version ready).
+
         Raises:
             ModelNotFound: neither a version number nor one of the model's labels.
         """
-        if version is None or isinstance(version, int) or version == "" or version.isdigit():
+        if version is None or version == "":
+            default = self.version_labels.get("")
+            return str(default) if default else version
+        if isinstance(version, int) or version.isdigit():
             return version
         if version in self.version_labels:
             return str(self.version_labels[version])

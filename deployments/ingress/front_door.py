@@ -59,6 +59,9 @@ class Listen:
     tf_metrics_path: str = ""  # TF Serving's --monitoring_config_file: Prometheus text there on rest_port
     ts_inference_port: int = 0  # TorchServe's inference API (/ping, /predictions/...), 8080 in TorchServe
     ts_metrics_port: int = 0  # TorchServe's metrics API (GET /metrics, its ts_* names), 8082 in TorchServe
+    ts_management_port: int = 0  # TorchServe's management API (/models...), 8081 in TorchServe
+    ts_host: str = ""  # TorchServe's three ports (config.properties' addresses); empty: host
+    ts_model_api: bool = False  # TorchServe's --enable-model-api: register and unregister allowed
 
 
 class FrontDoor:
@@ -110,16 +113,20 @@ class FrontDoor:
         return gateway
 
     async def _start_torchserve(self, gateway: Gateway) -> list[HttpListener]:
-        """TorchServe's inference port (/ping, /predictions/...) and metrics port (GET /metrics), each 0: off."""
+        """TorchServe's inference (/ping, /predictions/...), management (/models...) and metrics (GET /metrics)
+        ports, each 0: off."""
         from deployments.ingress.torchserve_http import TorchServeInference, TorchServeMetrics
+        from deployments.ingress.torchserve_management import TorchServeManagement
 
         listeners = []
-        for port, api in ((self._listen.ts_inference_port, TorchServeInference),
-                          (self._listen.ts_metrics_port, TorchServeMetrics)):
+        for port, served in ((self._listen.ts_inference_port, lambda: TorchServeInference(gateway)),
+                             (self._listen.ts_management_port,
+                              lambda: TorchServeManagement(gateway, self._listen.ts_model_api)),
+                             (self._listen.ts_metrics_port, lambda: TorchServeMetrics(gateway))):
             if port:
-                served = api(gateway)
-                listener = HttpListener(served.answer, served.precheck, gateway.release)
-                await listener.start(self._listen.host, port)
+                api = served()
+                listener = HttpListener(api.answer, api.precheck, gateway.release)
+                await listener.start(self._listen.ts_host or self._listen.host, port)
                 listeners.append(listener)
         return listeners
 

@@ -90,8 +90,15 @@ class ServerApi:
                 raise ModelNotReady("the repository controller is not running") from None
         return self._controller
 
-    async def _call(self, method: str, *args):
-        """Call the controller (its errors reach the error renderer, which unwraps them)."""
+    async def call(self, method: str, *args):
+        """Call the controller (its errors reach the error renderer, which unwraps them).
+
+        Raises:
+            RepositoryError: no controller (a fixed ``serve deploy`` config).
+            ModelNotReady: the controller is not running, or restarting.
+        """
+        if self._controller_name is None:
+            raise RepositoryError(f"{method} needs the repository controller (infergrid serve)")
         try:
             return await getattr(self._controller_handle(), method).remote(*args)
         except ray.exceptions.RayActorError:
@@ -101,7 +108,7 @@ class ServerApi:
     async def index(self) -> dict[str, ModelStatus]:
         if self._controller_name is None:
             return self._static_index
-        return await self._call("models")
+        return await self.call("models")
 
     async def serving(self) -> list[str]:
         return [name for name, status in (await self.index()).items() if not status.reason]
@@ -109,7 +116,7 @@ class ServerApi:
     async def repository_index(self, ready_only: bool = False) -> list[IndexRow]:
         """Triton's ``POST /v2/repository/index`` rows."""
         if self._controller_name is not None:
-            return await self._call("index", ready_only)
+            return await self.call("index", ready_only)
         return static_index(self._static_index, ready_only)
 
     async def _repository_action(self, body: bytes, model: str, action: str) -> HttpReply:
@@ -140,13 +147,13 @@ class ServerApi:
         if self._controller_name is None:
             raise RepositoryError("version labels need the repository controller (infergrid serve)")
         if method == "GET":
-            return json_reply({"version_labels": await self._call("version_labels", model)})
+            return json_reply({"version_labels": await self.call("version_labels", model)})
         if method != "PUT":
             raise MethodNotAllowed(f"{model} labels take GET or PUT, not {method}")
         labels = _json_body(body).get("version_labels")
         if not isinstance(labels, dict):
             raise InvalidRequest("version_labels must be a JSON object of label -> version number")
-        return json_reply({"version_labels": await self._call("set_version_labels", model, labels)})
+        return json_reply({"version_labels": await self.call("set_version_labels", model, labels)})
 
     def _explicit(self, model: str, action: str) -> None:
         check_model_name(model)
@@ -156,18 +163,18 @@ class ServerApi:
     async def load(self, model: str, config: str | None = None) -> None:
         """Triton's repository load (explicit model control), ``config``: a model config as JSON."""
         self._explicit(model, "load")
-        await self._call("load", model, config)
+        await self.call("load", model, config)
 
     async def unload(self, model: str, version: int | None = None) -> None:
         """Triton's repository unload (of one version, with ``version``)."""
         self._explicit(model, "unload")
-        await self._call("unload", model, version)
+        await self.call("unload", model, version)
 
     async def reload_tf_config(self, config: bytes) -> None:
         """TF Serving's config reload: a serialized ``ModelServerConfig`` to the controller, which applies it."""
         if self._controller_name is None:
             raise RepositoryError("a config reload needs the repository controller (infergrid serve)")
-        await self._call("reload_model_config", config)
+        await self.call("reload_model_config", config)
 
     async def _metrics(self) -> HttpReply:
         """``GET /metrics``: every replica's numbers, merged by the metrics hub, in Prometheus text."""

@@ -6,6 +6,9 @@ Paths (TorchServe's ``inference_api.md``), on ``--ts-inference-port``:
 * ``GET  /metrics`` (``--ts-metrics-port``)     TorchServe's ``ts_*`` counters, ``?name[]=`` filter
 * ``POST /predictions/{m}[/{v}]``              the body (JSON, text or bytes, by its content type) or
   each multipart form field, handed to the model's TorchServe handler as one request of a batch
+* ``POST /explanations/{m}[/{v}]``             the same with TorchServe's ``explain: True`` header, so
+  ``BaseHandler.handle`` calls the handler's ``explain_handle`` (batched apart from predictions)
+* ``OPTIONS /``                                 the API description (OpenAPI 3.0.1)
 
 A request becomes one element of the model's ``body`` input (``backends.torchserve.wire.TsRequest``:
 each part with its content type, and the headers) and goes through the model's ``Door``: the same
@@ -34,12 +37,22 @@ if TYPE_CHECKING:
     from deployments.ingress.gateway import Gateway
     from deployments.ingress.listener import HttpRequest
 
-__all__ = ["TorchServeInference", "TorchServeMetrics", "handler_headers", "request_parts", "ts_error",
-           "ts_error_of"]
+__all__ = ["TorchServeInference", "TorchServeMetrics", "api_description", "handler_headers", "request_parts",
+           "ts_error", "ts_error_of"]
 
-_PREDICTIONS = re.compile(r"^/predictions/(?P<model>[^/]+)(?:/(?P<version>[^/]+))?/?$")
+_PREDICTIONS = re.compile(r"^/(?P<kind>predictions|explanations)/(?P<model>[^/]+)(?:/(?P<version>[^/]+))?/?$")
+EXPLAIN_HEADER = ("explain", "True")  # what TorchServe's frontend sets for /explanations (BaseHandler._is_explain)
+
+
+def api_description() -> dict:
+    """TorchServe's ``OPTIONS /`` answer: the OpenAPI document of its APIs as served here."""
+    from deployments.ingress.server import server_version
+    from deployments.protocol.torchserve_openapi import torchserve_api_description
+
+    return torchserve_api_description(server_version())
 _TYPES = {400: "BadRequestException", 401: "InvalidKeyException", 403: "InvalidKeyException",
-          404: "ModelNotFoundException", 405: "MethodNotAllowedException", 413: "RequestEntityTooLarge",
+          404: "ModelNotFoundException", 405: "MethodNotAllowedException", 409: "ConflictStatusException",
+          413: "RequestEntityTooLarge",
           503: "ServiceUnavailableException"}
 
 
@@ -79,8 +92,9 @@ def request_parts(content_type: str, body: bytes) -> tuple[TsParameter, ...]:
 
 
 def handler_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """The headers a handler sees (``context.get_request_header``): all but the API key."""
-    return tuple((name, value) for name, value in headers.items() if name != "authorization")
+    """The headers a handler sees (``context.get_request_header``): all but the API key (and ``explain``,
+    which only TorchServe's /explanations path sets)."""
+    return tuple((name, value) for name, value in headers.items() if name not in ("authorization", "explain"))
 
 
 class TorchServeInference:
@@ -92,7 +106,9 @@ class TorchServeInference:
     def precheck(self, request: HttpRequest) -> HttpReply | None:
         """The gateway's checks (key, declared size, in-flight bound) as for the model's v2 path."""
         match = _PREDICTIONS.match(request.path)
-        twin = replace(request, path=f"/v2/models/{match.group('model')}/infer" if match else "/v2/health/live")
+        path = f"/v2/models/{match.group('model')}/infer" if match else \
+            "/openapi.json" if request.method == "OPTIONS" else "/v2/health/live"
+        twin = replace(request, path=path)
         refused = self._gateway.precheck(twin)
         request.admitted = twin.admitted
         return ts_error_of(refused)
@@ -103,23 +119,28 @@ class TorchServeInference:
             if request.path.rstrip("/") == "/ping":  # this replica answers: its models are followed
                 return json_reply({"status": "Healthy"})
             match = _PREDICTIONS.match(request.path)
+            if match is None and request.method == "OPTIONS" and request.path.rstrip("/") == "":
+                return json_reply(api_description())
             if match is None:
-                raise ModelNotFound(f"this port serves TorchServe's /ping and /predictions/... only, not {request.path}")
+                raise ModelNotFound(f"this port serves TorchServe's /ping, /predictions/... and /explanations/... "
+                                    f"only, not {request.path}")
             if request.method not in ("POST", "PUT"):
-                raise MethodNotAllowed(f"/predictions takes POST, not {request.method}")
-            return await self._predict(request, match.group("model"), match.group("version"))
+                raise MethodNotAllowed(f"/{match.group('kind')} takes POST, not {request.method}")
+            return await self._predict(request, match.group("model"), match.group("version"),
+                                       match.group("kind") == "explanations")
         except Exception as exc:  # noqa: BLE001 - one renderer for every failure
             return ts_error(exc)
         finally:
             self._gateway.release(request)
 
-    async def _predict(self, request: HttpRequest, model: str, version: str | None) -> HttpReply:
+    async def _predict(self, request: HttpRequest, model: str, version: str | None, explain: bool) -> HttpReply:
         door = self._gateway.door(model)
         if door is None:
             raise ModelNotFound(f"Model not found: {model}")
         parts = request_parts(request.headers.get("content-type", ""), request.body)
+        headers = handler_headers(request.headers) + ((EXPLAIN_HEADER,) if explain else ())
         element = np.empty((1, 1), dtype=object)
-        element[0, 0] = tuple(TsRequest(parts, handler_headers(request.headers)))
+        element[0, 0] = tuple(TsRequest(parts, headers))
         _, outputs = await door.infer_versioned({TS_INPUT: element}, version, None)
         body = outputs[TS_OUTPUT].ravel()[0]
         content_type = outputs[TS_CONTENT_TYPE].ravel()[0].decode() if TS_CONTENT_TYPE in outputs else ""

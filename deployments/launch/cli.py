@@ -102,6 +102,7 @@ def auth_policy(args: argparse.Namespace, settings: Settings):
         keys = parse_api_keys(settings.api_keys_json, f"${API_KEYS_ENV}")
     else:
         keys = {}
+    keys.update(getattr(args, "ts_token_keys", {}))  # TorchServe's key_file.json (--ts-config enable_token_auth)
     return AuthPolicy.from_keys(keys, parse_open_groups(args.open_endpoints))
 
 
@@ -123,7 +124,7 @@ def _security_setup(args: argparse.Namespace, settings: Settings):
     except ConfigError as exc:
         return None, str(exc)
     grpc_on = getattr(args, "grpc_port", 0) or getattr(args, "tf_grpc_port", 0)
-    hosts = [args.host] + ([args.grpc_address] if grpc_on else [])
+    hosts = [args.host] + ([args.grpc_address] if grpc_on else []) + [h for h in [getattr(args, "ts_host", "")] if h]
     refusals = [bind_refusal(host, len(policy.digests), args.allow_unauthenticated) for host in hosts]
     refusal = next((r for r in refusals if r), None)
     return (None, refusal) if refusal else (policy, None)
@@ -188,6 +189,11 @@ def _print_serving(args: argparse.Namespace, repository: str, models: dict, dash
     metrics_port = f", and http://{args.metrics_address}:{args.metrics_port}/metrics" if args.metrics_port else ""
     tf_metrics = f", and http://{args.host}:{args.rest_api_port}{tf_metrics_path}" if tf_metrics_path else ""
     print(f"  metrics          {base}/metrics{metrics_port}{tf_metrics}")
+    ts_ports = [f"{what} http://{args.ts_host or args.host}:{port}" for what, port in (
+        ("inference", args.ts_inference_port), ("management", args.ts_management_port),
+        ("metrics", args.ts_metrics_port)) if port]
+    if ts_ports:
+        print(f"  TorchServe       {', '.join(ts_ports)}")
     print(f"  Ray dashboard    {dashboard or 'not started'}")
     if policy.enabled:
         roles = sorted(set(policy.digests.values()))
@@ -223,8 +229,8 @@ def _model_sources(args: argparse.Namespace) -> tuple[object, str, object, str |
     from deployments.launch.torchserve_start import torchserve_models
 
     tf, problem = tf_serving_start(args)  # TF Serving's flags and files
-    ts_folders, ts_labels, ts_problem = torchserve_models(args)  # TorchServe's model store, unpacked
-    models_by_name, overrides = {**tf.folders, **ts_folders}, {**tf.overrides, **ts_labels}
+    ts_folders, ts_overrides, registry, ts_problem = torchserve_models(args)  # TorchServe's store, registered
+    models_by_name, overrides = {**tf.folders, **ts_folders}, {**tf.overrides, **ts_overrides}
     missing = next((folder for folder in [*repositories, *models_by_name.values()] if not folder.is_dir()), None)
     problem = problem or ts_problem or (f"model repository {missing} is not a folder" if missing else None) or \
         (None if repositories or models_by_name else "nothing to serve: no repository and no model named "
@@ -233,20 +239,26 @@ def _model_sources(args: argparse.Namespace) -> tuple[object, str, object, str |
 
     named = "" if problem else str(RepositoryRoots(repositories, models_by_name))  # as the controller names it
     source = {"roots": repositories, "models": models_by_name, "overrides": overrides, "batching": tf.batching,
-              "config_file": tf.followed} if models_by_name or tf.batching or args.model_config_file else repositories
+              "config_file": tf.followed, "torchserve": registry} \
+        if models_by_name or tf.batching or args.model_config_file or registry else repositories
     return source, named, tf, problem
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve every model in the repositories until Ctrl-C or SIGTERM."""
+    from backends.errors import ConfigError
+    from deployments.launch.torchserve_properties import apply_ts_config
+
+    try:
+        apply_ts_config(args)  # TorchServe's config.properties: flags the command line left unset
+    except ConfigError as exc:
+        return _refuse(str(exc))
     source, named, tf, problem = _model_sources(args)
     if problem:
         return _refuse(problem)
     policy, refusal = _security_setup(args, args.settings)
     if refusal:
         return _refuse(refusal)
-    from backends.errors import ConfigError
-
     try:
         per_replica = args.settings.checked().inflight_per_model
     except ConfigError as exc:
@@ -261,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     embedded, dashboard = _start_ray(args.settings)
     listen = Listen(args.host, args.port, args.grpc_port, args.grpc_address, args.metrics_port, args.metrics_address,
                     args.rest_api_port, args.tf_grpc_port, tf.metrics_path, args.ts_inference_port,
-                    args.ts_metrics_port)
+                    args.ts_metrics_port, args.ts_management_port, args.ts_host, args.enable_model_api)
     controller = start_controller(source, args.model_control_mode, args.repository_poll_secs,
                                   args.load_model, gpu_available(), policy.to_dict() if policy.enabled else None,
                                   listen, args.front_door_replicas, args.strict_model_config)

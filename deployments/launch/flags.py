@@ -62,6 +62,14 @@ def _torchserve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ts-metrics-port", "--ts_metrics_port", dest="ts_metrics_port", type=int, default=0,
                    help="TorchServe's metrics API (GET /metrics: ts_inference_requests_total...) on this port, as "
                         "TorchServe's 8082 (default 0: off)")
+    p.add_argument("--ts-management-port", "--ts_management_port", dest="ts_management_port", type=int, default=0,
+                   help="TorchServe's management API (GET|POST /models, PUT|DELETE /models/NAME...) on this port, "
+                        "as TorchServe's 8081 (default 0: off)")
+    p.add_argument("--enable-model-api", action="store_true",
+                   help="TorchServe's: allow registering and unregistering models through the management API")
+    p.add_argument("--ts-config", "--ts_config", dest="ts_config", default=None, metavar="FILE",
+                   help="TorchServe's config.properties: its addresses, model store, models and token auth "
+                        "(docs/torchserve.md lists the keys honoured)")
 
 
 def _serve_only(p: argparse.ArgumentParser) -> None:

@@ -3,12 +3,14 @@ into model folders of our layout, so every protocol, the batcher and the control
 other model.
 
 ``<cache>/<modelName>/config.pbtxt`` is written from the archive (backend ``torchserve``, one BYTES
-input ``body``, BYTES outputs ``output`` and ``content_type``; batching and workers from its
-``model-config.yaml``: ``batchSize``, ``maxBatchDelay`` (ms), ``minWorkers``, ``deviceType``) and
-``<cache>/<modelName>/<version>/`` holds the archive's files, its ``MAR-INF/MANIFEST.json`` included.
-The version number is ``modelVersion``'s leading integer (``"2.0"`` -> 2; 1 without one), and a
-``modelVersion`` that is not a plain number is a version label of that version (``/predictions/m/2.0``).
-An archive is unpacked again only when it changed (size, modification time). Pure: files only.
+input ``body``, BYTES outputs ``output`` and ``content_type``; batching, workers and the response
+timeout from its ``model-config.yaml``: ``batchSize``, ``maxBatchDelay`` (ms), ``minWorkers``,
+``maxWorkers``, ``responseTimeout`` (s), ``deviceType``) and ``<cache>/<modelName>/<version>/`` holds
+the archive's files, its ``MAR-INF/MANIFEST.json`` included. The version number is chosen by the
+caller (``deployments.repository.ts_registry``), by default ``modelVersion``'s leading integer
+(``"2.0"`` -> 2; 1 without one); a ``modelVersion`` that is not that plain number is a version label
+of that version (``/predictions/m/2.0``). An archive is unpacked again only when it changed (size,
+modification time). Pure: files only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path, PurePosixPath
 
 from backends.errors import ConfigError
 
-__all__ = ["MarModel", "MarSettings", "mar_settings", "unpack_mar", "model_store_archives", "ts_config_text"]
+__all__ = ["MarModel", "MarSettings", "archive_version", "mar_settings", "read_manifest", "unpack_mar",
+           "whole_numbers", "write_model_config", "model_store_archives", "ts_config_text"]
 
 MANIFEST = "MAR-INF/MANIFEST.json"
 _SOURCE = ".infergrid-source"
@@ -36,6 +39,9 @@ class MarSettings:
     batch_size: int = 1
     max_batch_delay_ms: int = 100
     min_workers: int = 1
+    max_workers: int = 0  # 0: as min_workers
+    response_timeout_s: int = 120  # TorchServe's default_response_timeout
+    job_queue_size: int = 0  # config.properties' job_queue_size: requests waiting per version (0: unbounded)
     device_type: str = ""  # "cpu" | "gpu" | "" (GPU where there is one)
 
 
@@ -55,6 +61,23 @@ class MarModel:
         return () if self.model_version == str(self.version) else ((self.model_version, self.version),)
 
 
+def whole_numbers(data: dict, fields: tuple[tuple[str, str, int], ...], where: str) -> dict[str, int]:
+    """TorchServe's numeric settings (``batchSize`` ...) of ``data`` by (key, field name, minimum) -> field: value.
+
+    Raises:
+        ConfigError: a value that is not a whole number >= its minimum; names the key.
+    """
+    values = {}
+    for key, field, minimum in fields:
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{where}: {key}: {value!r} is not a whole number >= {minimum}")
+        values[field] = value
+    return values
+
+
 def mar_settings(yaml_text: str, where: str) -> MarSettings:
     """The settings of a ``model-config.yaml`` (TorchServe's names; other keys are the handler's).
 
@@ -69,15 +92,9 @@ def mar_settings(yaml_text: str, where: str) -> MarSettings:
         raise ConfigError(f"{where}: not YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a mapping of settings is needed, not {type(data).__name__}")
-    values = {}
-    for key, field, minimum in (("batchSize", "batch_size", 1), ("maxBatchDelay", "max_batch_delay_ms", 0),
-                                ("minWorkers", "min_workers", 1)):
-        value = data.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{where}: {key}: {value!r} is not a whole number >= {minimum}")
-        values[field] = value
+    values = whole_numbers(data, (("batchSize", "batch_size", 1), ("maxBatchDelay", "max_batch_delay_ms", 0),
+                                  ("minWorkers", "min_workers", 1), ("maxWorkers", "max_workers", 1),
+                                  ("responseTimeout", "response_timeout_s", 1)), where)
     device = str(data.get("deviceType", "")).lower()
     if device not in ("", "cpu", "gpu"):
         raise ConfigError(f"{where}: deviceType: {device!r} is neither cpu nor gpu")
@@ -92,9 +109,39 @@ def ts_config_text(name: str, settings: MarSettings) -> str:
              'output [ { name: "output" data_type: TYPE_STRING dims: [ 1 ] },',
              '         { name: "content_type" data_type: TYPE_STRING dims: [ 1 ] } ]',
              f"instance_group [ {{ count: {settings.min_workers}{kind} }} ]"]
-    if settings.batch_size > 1:
-        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {settings.max_batch_delay_ms * 1000} }}")
+    delay_us = settings.max_batch_delay_ms * 1000 if settings.batch_size > 1 else 0
+    queue = f" max_queue_size: {settings.job_queue_size}" if settings.job_queue_size else ""
+    lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} default_queue_policy "
+                 f"{{ default_timeout_microseconds: {settings.response_timeout_s * 1_000_000}{queue} }} }}")
     return "\n".join(lines) + "\n"
+
+
+def archive_version(model_version: str) -> int:
+    """The version number ``modelVersion`` suggests: its leading integer (``"2.0"`` -> 2), else 1."""
+    leading = _LEADING_INT.match(model_version)
+    return int(leading.group(1)) if leading and int(leading.group(1)) > 0 else 1
+
+
+def read_manifest(archive_path: Path) -> dict:
+    """The archive's ``MANIFEST.json`` ``model`` section (``modelName``, ``modelVersion``, ``handler`` ...).
+
+    Raises:
+        ConfigError: not a zip, or no valid manifest.
+    """
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            return _manifest(archive, str(archive_path))["model"]
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{archive_path}: not a .mar archive: {exc}") from None
+
+
+def write_model_config(folder: Path, name: str, settings: MarSettings) -> None:
+    """Write the model's config.pbtxt, only when its text changes (an unchanged file is not an event)."""
+    text = ts_config_text(name, settings)
+    path = folder / "config.pbtxt"
+    if not path.is_file() or path.read_text() != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def _manifest(archive: zipfile.ZipFile, where: str) -> dict:
@@ -119,8 +166,11 @@ def _safe_members(archive: zipfile.ZipFile, where: str) -> list[zipfile.ZipInfo]
     return archive.infolist()
 
 
-def unpack_mar(archive_path: Path, cache: Path, name: str | None = None) -> MarModel:
-    """Unpack ``archive_path`` as model ``name`` (default: its ``modelName``) under ``cache``.
+def unpack_mar(archive_path: Path, cache: Path, name: str | None = None, version: int | None = None,
+               write_config: bool = True) -> MarModel:
+    """Unpack ``archive_path`` as model ``name`` (default: its ``modelName``) under ``cache``, as
+    ``version`` (default: ``archive_version`` of its ``modelVersion``); ``write_config`` false leaves
+    the model's config.pbtxt to the caller.
 
     Raises:
         ConfigError: not a zip, no manifest, a bad ``model-config.yaml``, an unsafe member path.
@@ -135,8 +185,7 @@ def unpack_mar(archive_path: Path, cache: Path, name: str | None = None) -> MarM
         model = manifest["model"]
         name = name or model["modelName"]
         model_version = str(model.get("modelVersion") or "1")
-        leading = _LEADING_INT.match(model_version)
-        version = int(leading.group(1)) if leading and int(leading.group(1)) > 0 else 1
+        version = version or archive_version(model_version)
         settings = MarSettings()
         if model.get("configFile"):
             try:
@@ -155,7 +204,8 @@ def unpack_mar(archive_path: Path, cache: Path, name: str | None = None) -> MarM
             (staging / _SOURCE).write_text(source)
             shutil.rmtree(target, ignore_errors=True)
             staging.rename(target)
-    (folder / "config.pbtxt").write_text(ts_config_text(name, settings))
+    if write_config:
+        write_model_config(folder, name, settings)
     return MarModel(name, folder, version, model_version, settings)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import ConfigError
+from backends.model_config import InstanceGroup
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
 
 __all__ = ["RepositoryRoots"]
@@ -31,6 +32,7 @@ class RepositoryRoots:
                  overrides: Mapping[str, Any] | None = None, batching: Any = None) -> None:
         items = [roots] if isinstance(roots, (str, Path)) else list(roots)
         self.named: dict[str, Path] = {name: Path(path) for name, path in (named or {}).items()}
+        self.registered: set[str] = set()  # named at run time (TorchServe's register): kept by ``rename``
         # name -> tfserving_config.ModelOverride (its version policy and labels)
         self.overrides: dict[str, Any] = dict(overrides or {})
         # tfserving_batching.TfBatching (--enable_batching): every model without its own dynamic_batching
@@ -67,6 +69,10 @@ class RepositoryRoots:
             if override.version_policy is not None:
                 config = replace(config, version_policy=override.version_policy)
             entry = replace(entry, config=replace(config, version_labels=override.version_labels))
+            if override.replicas:
+                groups = entry.config.instance_group or (InstanceGroup(),)
+                entry = replace(entry, config=replace(entry.config, instance_group=(
+                    replace(groups[0], count=override.replicas),)))
             if entry.error is None and entry.versions and not entry.served_versions:
                 return replace(entry, error=f"{name}: model_version_policy: selects none of the versions on disk "
                                             f"{sorted(entry.versions)}")
@@ -93,9 +99,25 @@ class RepositoryRoots:
 
     def rename(self, named: Mapping[str, Path | str], overrides: Mapping[str, Any]) -> None:
         """Serve these named folders and overrides from now on (TF Serving's config file, re-read):
-        a model no longer named is no model at the next poll, and goes."""
-        self.named = {name: Path(path) for name, path in named.items()}
-        self.overrides = dict(overrides)
+        a model no longer named is no model at the next poll, and goes. Registered models stay."""
+        kept = {name: self.named[name] for name in self.registered if name in self.named}
+        kept_overrides = {name: self.overrides[name] for name in self.registered if name in self.overrides}
+        self.named = {**{name: Path(path) for name, path in named.items()}, **kept}
+        self.overrides = {**dict(overrides), **kept_overrides}
+
+    def place(self, name: str, folder: Path | None, override: Any = None) -> None:
+        """Name model ``name``'s folder at run time (None: it is no longer named) with its override."""
+        if folder is None:
+            self.registered.discard(name)
+            self.named.pop(name, None)
+            self.overrides.pop(name, None)
+            return
+        self.registered.add(name)
+        self.named[name] = Path(folder)
+        if override is None:
+            self.overrides.pop(name, None)
+        else:
+            self.overrides[name] = override
 
     def model_names(self) -> list[str]:
         """Every model folder name across the repositories (hidden folders and bad names skipped)."""

@@ -36,10 +36,11 @@ logger = logging.getLogger("infergrid")
 
 @dataclass(frozen=True)
 class ModelOverride:
-    """What a TF Serving config says of one model, over its folder's own config."""
+    """What a TF Serving config (or TorchServe's registry) says of one model, over its folder's own config."""
 
     version_policy: VersionPolicy | None = None  # None: the folder's own (Triton's default: latest 1)
     version_labels: tuple[tuple[str, int], ...] = ()
+    replicas: int = 0  # TorchServe's workers: replicas of each version (0: the folder's instance_group)
 
 
 @dataclass(frozen=True)

@@ -202,14 +202,15 @@ def session_processes(session: int) -> list[str]:
     return [" ".join(row) for row in rows if len(row) >= 3 and row[1] == str(session) and not row[2].startswith("Z")]
 
 
-def start_server(repository: Path | list[Path], port: int, log: Path, *extra: str) -> subprocess.Popen:
+def start_server(repository: Path | list[Path], port: int, log: Path, *extra: str,
+                 cwd: Path | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     repositories = [a for r in (repository if isinstance(repository, list) else [repository])
                     for a in ("--model-repository", str(r))]
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "deployments.launch.cli", "serve", *repositories,
                                     "--port", str(port), "--grpc-port", "0", *extra],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                   stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
     deadline = time.monotonic() + 400
     while "READY" not in log.read_text():
         assert process.poll() is None, log.read_text()[-3000:]

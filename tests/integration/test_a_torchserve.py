@@ -58,6 +58,20 @@ def test_a_torchserve_model_store_serves_its_handlers_unchanged(ts_model_store: 
         np.testing.assert_allclose([a.json()["score"] for a in answers], expected, rtol=1e-5)
         assert max(a.json()["batch"] for a in answers) > 1  # the batcher gathered concurrent requests
         assert requests.post(f"{ts}/predictions/mlp/1.0", json={"features": [0.0] * FEATURES}, timeout=60).ok
+        # /explanations: the handler's explain_handle, batched apart from predictions that arrive with it.
+        with ThreadPoolExecutor(8) as pool:
+            mixed = list(pool.map(lambda item: requests.post(
+                f"{ts}/{'explanations' if item[0] % 2 else 'predictions'}/mlp", json={"features": item[1].tolist()},
+                timeout=60), enumerate(rows)))
+        assert all(a.status_code == 200 for a in mixed), [a.text for a in mixed]
+        inputs = torch.from_numpy(rows).requires_grad_(True)
+        mlp_module()(inputs).sum().backward()
+        for index, answer in enumerate(mixed):
+            if index % 2:
+                np.testing.assert_allclose(answer.json()["saliency"], inputs.grad[index].numpy(), rtol=1e-4)
+            else:
+                assert answer.json()["score"] == pytest.approx(float(expected[index]), rel=1e-5)
+        assert requests.request("OPTIONS", f"{ts}/", timeout=30).json()["paths"]["/ping"]
         missing = requests.post(f"{ts}/predictions/mlp/9.9", json={"features": [0.0] * FEATURES}, timeout=60)
         assert missing.status_code == 404 and missing.json()["type"] == "ModelNotFoundException", missing.text
         # A handle() module: the handler's content type and headers; its per-request error keeps the others.

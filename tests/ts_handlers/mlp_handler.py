@@ -18,3 +18,10 @@ class MlpHandler(BaseHandler):
 
     def postprocess(self, data):
         return [{"score": float(value), "batch": int(data.shape[0])} for value in data[:, 0]]
+
+    def explain_handle(self, data_preprocess, raw_data):
+        """TorchServe's /explanations: the score's gradient by each feature, per row (a saliency map)."""
+        rows = data_preprocess.clone().requires_grad_(True)
+        with torch.enable_grad():
+            self.model(rows).sum().backward()
+        return [{"saliency": gradient.tolist(), "batch": int(rows.shape[0])} for gradient in rows.grad]

@@ -30,6 +30,8 @@ PURE = [
     "deployments.repository.roots", "deployments.repository.tfserving_config",
     "deployments.repository.tfserving_batching", "deployments.repository.tfserving_monitoring",
     "deployments.launch.tfserving_start", "deployments.launch.torchserve_start", "deployments.repository.mar",
+    "deployments.repository.ts_registry", "deployments.launch.torchserve_properties",
+    "deployments.protocol.torchserve_openapi",
     "backends.torchserve", "backends.torchserve.wire",
     "deployments.dataplane.auth", "deployments.dataplane.table", "deployments.dataplane.batching",
     "deployments.dataplane.tf_warmup",
