@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 
@@ -21,6 +22,7 @@ from deployments.ingress.http import HttpReply, json_reply
 from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.hub import hub_handle
 from deployments.observability.metrics import render_prometheus, triton_statistics
+from deployments.observability.torchserve_metrics import torchserve_metrics_text
 from deployments.protocol.openapi import openapi_document
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.status import IndexRow, ModelStatus, static_index
@@ -81,6 +83,7 @@ class ServerApi:
         self._controller_name = controller
         self._controller = None
         self._models_ready = ready
+        self._hostname = socket.gethostname()
 
     def _controller_handle(self):
         if self._controller is None:
@@ -177,9 +180,11 @@ class ServerApi:
         await self.call("reload_model_config", config)
 
     async def _metrics(self) -> HttpReply:
-        """``GET /metrics``: every replica's numbers, merged by the metrics hub, in Prometheus text."""
+        """``GET /metrics``: every replica's numbers, merged by the metrics hub, in Prometheus text: Triton's
+        names, and TorchServe's three frontend counters beside them (one set of numbers, two spellings)."""
         merged = await hub_handle().collect.remote()
-        return HttpReply(200, render_prometheus(merged), "text/plain; version=0.0.4; charset=utf-8")
+        text = render_prometheus(merged) + torchserve_metrics_text(merged, self._hostname)
+        return HttpReply(200, text, "text/plain; version=0.0.4; charset=utf-8")
 
     async def _server_get(self, method: str, path: str) -> HttpReply | None:
         """The server's own read-only endpoints (the three v2 ones answer any method, as before)."""

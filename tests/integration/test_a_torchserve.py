@@ -96,6 +96,8 @@ def test_a_torchserve_model_store_serves_its_handlers_unchanged(ts_model_store: 
         assert outputs["output"][0].startswith("3 bytes") and outputs["content_type"] == ["text/plain"]
         assert requests.get(f"{url}/v2/models/mlp", timeout=30).json()["platform"] == "torchserve"
         check_torchserve_metrics(f"http://127.0.0.1:{ts_metrics_port}")
+        ours = requests.get(f"{url}/metrics", timeout=30).text  # TorchServe's names beside Triton's on ours
+        assert 'ts_inference_requests_total{' in ours and 'nv_inference_request_success{' in ours
         process.send_signal(signal.SIGTERM)  # test_a_cli holds the full stop checks
         assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:
