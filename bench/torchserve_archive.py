@@ -1,6 +1,7 @@
 """The peers' TorchServe archive served by TorchServe and by infergrid, side by side in one run.
 
     ../shared/peers/setup.sh                        # once: wrk and TorchServe 0.12 in /tmp/peers/ts
+                                                    # (PEERS_SRC: another copy of ../shared/peers)
     python -m bench.torchserve_archive --out bench/results [--seconds 15] [--rounds 3] [--conns 1,16,64]
 
 The peers' model (``../shared/peers/export_model.py``: the fraud MLP, TorchScript) in the peers' archive
@@ -31,7 +32,7 @@ import requests
 
 from bench.run import ROOT
 
-PEERS = ROOT.parent / "shared" / "peers"
+PEERS = Path(os.environ.get("PEERS_SRC") or ROOT.parent / "shared" / "peers")  # the peers' files (read-only)
 TS_VENV = Path(os.environ.get("PEERS_DIR", "/tmp/peers")) / "ts"
 _WRK = re.compile(r"RESULT qps=(\S+) p50_ms=(\S+) p99_ms=(\S+) errors=(\d+) requests=(\d+)")
 _PORT = 18080
