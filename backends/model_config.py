@@ -7,6 +7,7 @@ Triton's ModelConfig protobuf so that a reader of config.pbtxt recognises every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from backends.signature import ModelSignature, TensorSpec
 
@@ -118,6 +119,8 @@ class ModelConfig:
     version_policy: VersionPolicy = VersionPolicy()
     # TF Serving's version labels (``stable`` -> 3), from its --model_config_file; Triton has none.
     version_labels: tuple[tuple[str, int], ...] = ()
+    # The model's traffic policy (``deployments.dataplane.traffic.TrafficPolicy``, from its traffic.json).
+    traffic: Any = None
     default_model_filename: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     ensemble_steps: tuple[EnsembleStep, ...] = ()

@@ -113,7 +113,8 @@ def served_model(entry: ModelEntry, app: str = "") -> ServedModel:
     config = entry.config
     assert config is not None
     return ServedModel(entry.name, bool(config.composite), app, metrics_enabled(config), limits_for(config),
-                       config.triton, read_labels(entry.path, config.triton), dict(config.version_labels))
+                       config.triton, read_labels(entry.path, config.triton), dict(config.version_labels),
+                       config.traffic.to_dict() if config.traffic is not None else {})
 
 
 def front_door_application(listen: Listen, replicas: int = 1, controller: str | None = None,

@@ -13,7 +13,8 @@ version application's name carries the tag of what it loaded, so a running versi
 are unchanged is adopted, never deployed twice.
 
 Models named one by one have their calls in mixins: TF Serving's config reload and version labels
-(``deployments.control.named_models``), TorchServe's management API (``deployments.control.torchserve_calls``).
+(``deployments.control.named_models``), TorchServe's management API (``deployments.control.torchserve_calls``);
+traffic policies have theirs in ``deployments.control.traffic_calls``.
 
 Modes, as Triton's ``--model-control-mode``: ``none`` (load at start), ``poll`` (and follow the
 repository) and ``explicit`` (only the load/unload API changes what is served).
@@ -34,6 +35,7 @@ from deployments.control.reconcile import Reconciler
 from deployments.control.serve_calls import ServeCalls
 from deployments.control.state import adopt
 from deployments.control.torchserve_calls import TorchServeCalls
+from deployments.control.traffic_calls import TrafficCalls
 from deployments.control.views import index_rows, model_statuses
 from deployments.dataplane.table import Route, ServedModel, Watcher
 from deployments.ingress.front_door import Listen
@@ -56,7 +58,7 @@ logger = logging.getLogger("infergrid")
 MODES = ("none", "poll", "explicit")
 
 
-class RepositoryController(NamedModelCalls, TorchServeCalls):
+class RepositoryController(NamedModelCalls, TorchServeCalls, TrafficCalls):
     """The controller actor's class (started by ``deployments.control.client.start_controller``)."""
 
     def __init__(self, repository: str | list[str] | dict, mode: str = "poll", poll_secs: float = 1.0,
@@ -77,6 +79,7 @@ class RepositoryController(NamedModelCalls, TorchServeCalls):
         followed = repository.get("config_file") if isinstance(repository, dict) else None
         self._config_file = ConfigFileFollower(Path(followed["path"]), Path(followed["relative_to"]),
                                                float(followed["poll_s"])) if followed else None
+        self._traffic_history: dict = {}  # model -> traffic policies replaced, for rollback
         # TorchServe's registered archives (deployments.repository.ts_registry), its management API's state
         self._ts = repository.get("torchserve") if isinstance(repository, dict) else None
         if self._ts is not None:

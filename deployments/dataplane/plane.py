@@ -10,6 +10,7 @@ batching, the call to the version's replicas, request timeouts and metrics all s
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,10 +20,13 @@ import numpy as np
 from backends.errors import ModelNotFound
 from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy, GroupOf
+from deployments.dataplane.shadow import ShadowMirror
+from deployments.dataplane.traffic import REQUEST_HEADERS
 from deployments.observability.hub import hub_handle
 from deployments.observability.metrics import Recorder, triton_statistics
 from deployments.protocol.limits import RequestLimits, check_body_size
 from deployments.protocol.triton_config import effective_config
+from deployments.repository.traffic import TrafficPolicy
 
 __all__ = ["DataPlane", "Servable", "ModelDescription", "InferOutcome", "served_versions"]
 
@@ -101,6 +105,8 @@ class DataPlane:
         self.triton_config: Mapping = triton_config or {}
         self.labels: Mapping = labels or {}  # output -> class labels, for Triton's classification
         self.version_labels: Mapping[str, int] = version_labels or {}  # TF Serving's: "stable" -> 3
+        self.traffic: TrafficPolicy | None = None  # weights over the versions, for unversioned requests
+        self._mirror = ShadowMirror(model, lambda inputs, version: servable.infer(inputs, version, None), recorder)
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
 
@@ -112,6 +118,10 @@ class DataPlane:
     def check_declared_size(self, size_bytes: int) -> None:
         """Refuse a body by its declared size before it is read (``PayloadTooLarge``)."""
         check_body_size(size_bytes, self.limits)
+
+    def set_traffic(self, policy: Mapping) -> None:
+        """Take the model's traffic policy (``TrafficPolicy.to_dict()``; empty: none) from its served entry."""
+        self.traffic = TrafficPolicy.from_dict(policy, f"{self.model} traffic") if policy else None
 
     def version(self, version: str | int | None) -> str | int | None:
         """The version a request names: a number, or a version label (``stable``) turned into the
@@ -132,6 +142,14 @@ class DataPlane:
             return str(self.version_labels[version])
         raise ModelNotFound(f"model {self.model!r} has no version or version label {version!r}")
 
+    def routed(self, version: str | int | None) -> str | int | None:
+        """The version an inference request goes to: ``version`` as ``version()`` reads it, except that an
+        unversioned request of a model with a traffic policy goes where the policy sends it (its sticky
+        key from the request's headers). Metadata calls never split: they use ``version()``."""
+        if (version is None or version == "") and self.traffic is not None:
+            return str(self.traffic.choose(REQUEST_HEADERS.get()))
+        return self.version(version)
+
     def refused(self, version: str | None) -> None:
         """Count a request that failed before it reached a version (malformed, too large)."""
         if self._recorder is not None:
@@ -140,7 +158,10 @@ class DataPlane:
     async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
                     timeout_s: float | None = None) -> InferOutcome:
         """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it)."""
-        answered_by, outputs = await self.servable.infer(inputs, self.version(version), timeout_s)
+        answered_by, outputs = await self.servable.infer(inputs, self.routed(version), timeout_s)
+        shadow = self.traffic.shadow if self.traffic is not None and version in (None, "") else None
+        if shadow is not None and shadow.version != answered_by and random.random() < shadow.share:
+            self._mirror.mirror(shadow, inputs, answered_by, outputs)  # after the answer: never waited for
         return InferOutcome(answered_by, outputs)
 
     async def describe(self, version: int | None = None) -> ModelDescription:

@@ -58,6 +58,7 @@ class ServedModel:
     config: dict = field(default_factory=dict)  # ModelConfig.triton: what GET .../config completes
     labels: dict = field(default_factory=dict)  # output -> class labels (label_filename), for classification
     version_labels: dict = field(default_factory=dict)  # TF Serving's version labels: "stable" -> 3
+    traffic: dict = field(default_factory=dict)  # TrafficPolicy.to_dict() (empty: none): unversioned splits
 
 
 @dataclass(frozen=True)

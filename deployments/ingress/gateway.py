@@ -67,6 +67,7 @@ class Door:
             self.router = ModelRouter(served.name, recorder=recorder)
             self.api = V2HttpApi(DataPlane(served.name, self.router, served.limits, auth, recorder, served.config,
                                            served.labels, served.version_labels))
+            self.api.plane.set_traffic(served.traffic)
 
     async def reply(self, request: HttpRequest, path: str, request_id: str) -> HttpReply:
         """``path`` below ``/v2/models/{model}``."""
@@ -131,13 +132,14 @@ class Door:
         return _version_number(self.served.name, None if labelled is None else str(labelled))
 
     def update_config(self, served: ServedModel) -> None:
-        """Take a changed ``config``, labels, version labels or limits: no new door (batching and
-        counts are applied by the table)."""
+        """Take a changed ``config``, labels, version labels, limits or traffic policy: no new door
+        (batching and counts are applied by the table)."""
         self.served = served
         if self.api is not None:
             plane = self.api.plane
             plane.triton_config, plane.labels, plane.limits = served.config, served.labels, served.limits
             plane.version_labels = served.version_labels
+            plane.set_traffic(served.traffic)
 
     async def ready(self, version: int | None = None) -> bool:
         try:
@@ -192,7 +194,8 @@ class Gateway:
         if current is not None and current.served == served:
             return
         if current is not None and replace(current.served, config=served.config, labels=served.labels,
-                                           version_labels=served.version_labels, limits=served.limits) == served:
+                                           version_labels=served.version_labels, limits=served.limits,
+                                           traffic=served.traffic) == served:
             current.update_config(served)
             return
         door = Door(served, self._auth, self._recorder)

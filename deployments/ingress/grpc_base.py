@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from backends.errors import ModelNotFound, Overloaded, status_of, unwrap_error
+from deployments.dataplane.traffic import REQUEST_HEADERS
 from deployments.ingress.gateway import Door, Gateway
 from deployments.ingress.loops import LoopThread, run_on
 from deployments.protocol.v2_grpc import GRPC_CODES
@@ -33,6 +34,13 @@ MAX_MESSAGE_BYTES = 1 << 30  # gRPC's own cap; each model's max_request_bytes is
 Registration = Callable[[grpc.aio.Server], None]  # adds one service's servicer to a server
 
 
+async def _with_metadata(context: grpc.aio.ServicerContext, work: Awaitable[Any]) -> Any:
+    """Run ``work`` with the call's metadata as the request's headers (sticky traffic keys)."""
+    REQUEST_HEADERS.set({name: value for name, value in context.invocation_metadata() or ()
+                         if isinstance(value, str)})
+    return await work
+
+
 def rpc(group: str) -> Callable:
     """Check the caller's key for ``group``, run the method on the data plane's loop, map any failure
     to its gRPC status."""
@@ -41,7 +49,7 @@ def rpc(group: str) -> Callable:
         async def handler(self: GrpcServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 self._authorise(context, group, method.__name__)
-                return await run_on(self._data_loop, method(self, request, context))
+                return await run_on(self._data_loop, _with_metadata(context, method(self, request, context)))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status
                 await self._abort(context, exc)
         return handler

@@ -27,6 +27,7 @@ from typing import Any
 
 import httptools
 
+from deployments.dataplane.traffic import REQUEST_HEADERS
 from deployments.ingress.http import HttpReply, json_reply
 
 __all__ = ["HttpRequest", "HttpListener", "reuse_port_socket"]
@@ -182,6 +183,7 @@ class _Connection(asyncio.Protocol):
                 reply = request.refused
                 if reply is None:
                     try:
+                        REQUEST_HEADERS.set(request.headers)  # sticky traffic keys (deployments.dataplane.traffic)
                         reply = await self._handler(request)
                     except Exception as exc:  # noqa: BLE001 - the handler renders its errors; this is a last resort
                         logger.exception("HTTP handler failed")

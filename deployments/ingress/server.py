@@ -32,6 +32,7 @@ __all__ = ["ServerApi", "server_version", "check_model_name"]
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)")
 _PIPELINE_PATH = re.compile(r"^/pipelines/(?P<model>[^/]+)$")
 _LABELS_PATH = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/labels$")
+_TRAFFIC_PATH = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/traffic$")
 _REPOSITORY_ACTION = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)$")
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
@@ -158,6 +159,17 @@ class ServerApi:
             raise InvalidRequest("version_labels must be a JSON object of label -> version number")
         return json_reply({"version_labels": await self.call("set_version_labels", model, labels)})
 
+    async def _traffic(self, method: str, body: bytes, model: str) -> HttpReply:
+        """``GET|POST /v2/repository/models/{m}/traffic``: the model's traffic policy, read or changed
+        (``{"policy": {"weights": {"3": 90, "4": 10}}}``, ``{"promote": 4}``, ``{"rollback": true}``,
+        ``{"clear": true}``) through the controller."""
+        check_model_name(model)
+        if method == "GET":
+            return json_reply(await self.call("traffic", model))
+        if method != "POST":
+            raise MethodNotAllowed(f"{model} traffic takes GET or POST, not {method}")
+        return json_reply(await self.call("set_traffic", model, _json_body(body)))
+
     def _explicit(self, model: str, action: str) -> None:
         check_model_name(model)
         if self._controller_name is None:
@@ -217,6 +229,9 @@ class ServerApi:
         labels = _LABELS_PATH.match(path)
         if labels:
             return await self._labels(method, body, labels.group("model"))
+        traffic = _TRAFFIC_PATH.match(path)
+        if traffic:
+            return await self._traffic(method, body, traffic.group("model"))
         action = _REPOSITORY_ACTION.match(path)
         if action and method == "POST":
             return await self._repository_action(body, action.group("model"), action.group("action"))

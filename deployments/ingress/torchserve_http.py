@@ -41,6 +41,7 @@ __all__ = ["TorchServeInference", "TorchServeMetrics", "api_description", "handl
            "ts_error", "ts_error_of"]
 
 _PREDICTIONS = re.compile(r"^/(?P<kind>predictions|explanations)/(?P<model>[^/]+)(?:/(?P<version>[^/]+))?/?$")
+MODEL_VERSION_HEADER = "X-Model-Version"  # the version that answered (TorchServe's answers name none)
 EXPLAIN_HEADER = ("explain", "True")  # what TorchServe's frontend sets for /explanations (BaseHandler._is_explain)
 
 
@@ -141,10 +142,11 @@ class TorchServeInference:
         headers = handler_headers(request.headers) + ((EXPLAIN_HEADER,) if explain else ())
         element = np.empty((1, 1), dtype=object)
         element[0, 0] = tuple(TsRequest(parts, headers))
-        _, outputs = await door.infer_versioned({TS_INPUT: element}, version, None)
+        answered, outputs = await door.infer_versioned({TS_INPUT: element}, version, None)
         body = outputs[TS_OUTPUT].ravel()[0]
         content_type = outputs[TS_CONTENT_TYPE].ravel()[0].decode() if TS_CONTENT_TYPE in outputs else ""
-        return HttpReply(200, bytes(body), content_type or "application/octet-stream")
+        return HttpReply(200, bytes(body), content_type or "application/octet-stream",
+                         {MODEL_VERSION_HEADER: str(answered)})
 
 
 class TorchServeMetrics:

@@ -302,16 +302,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _repository_request(url: str, path: str, body: dict | None = None,
-                        api_key: str | None = None) -> tuple[int, object]:
+                        api_key: str | None = None, method: str = "POST") -> tuple[int, object]:
     import json
     import urllib.error
     import urllib.request
 
-    data = json.dumps(body or {}).encode()
+    data = json.dumps(body or {}).encode() if method == "POST" else None
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    request = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST", headers=headers)
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -324,8 +324,12 @@ def _repository_request(url: str, path: str, body: dict | None = None,
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``models list|load|unload``: Triton's repository API over HTTP."""
+    """``models list|load|unload|traffic``: Triton's repository API (and our traffic policies) over HTTP."""
     api_key = args.api_key or args.settings.client_api_key
+    if args.action == "traffic":
+        from deployments.launch.traffic_cli import traffic_command
+
+        return traffic_command(args, _repository_request, api_key)
     if args.action == "list":
         status, rows = _repository_request(args.url, "/v2/repository/index", api_key=api_key)
         if status == 200:

@@ -140,9 +140,16 @@ def build_parser(serve: Callable, config: Callable, models: Callable) -> argpars
             p.add_argument("-o", "--output", help="write here instead of stdout")
         else:
             _serve_only(p)
-    m = sub.add_parser("models", help="list, load or unload models of a running server")
-    m.add_argument("action", choices=("list", "load", "unload"))
-    m.add_argument("name", nargs="?", help="model name (load, unload)")
+    m = sub.add_parser("models", help="list, load or unload models of a running server; show or change a "
+                                      "model's traffic policy")
+    m.add_argument("action", choices=("list", "load", "unload", "traffic"))
+    m.add_argument("name", nargs="?", help="model name (load, unload, traffic)")
+    m.add_argument("--split", metavar="V=W,...", help="traffic: weights per version, e.g. 3=90,4=10 (docs/traffic.md)")
+    m.add_argument("--sticky-header", metavar="NAME", help="traffic with --split: a header (gRPC metadata key) "
+                                                          "whose value keeps a client on one version")
+    m.add_argument("--promote", type=int, metavar="V", help="traffic: every unversioned request to V")
+    m.add_argument("--rollback", action="store_true", help="traffic: restore the policy before the last change")
+    m.add_argument("--clear", action="store_true", help="traffic: no policy (unversioned: the newest version)")
     m.add_argument("--url", default="http://127.0.0.1:8000", help="server address (default http://127.0.0.1:8000)")
     m.add_argument("--config", help="load: a JSON model config file that overrides config.pbtxt")
     m.add_argument("--version", type=int, help="unload: only this version")

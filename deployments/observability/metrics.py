@@ -58,6 +58,12 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("infergrid_model_load_duration_seconds", "gauge",
                "Seconds the last load of a version took (deploy, load, warm-up)", MV),
     MetricSpec("infergrid_model_load_failures", "counter", "Versions that failed to load or warm up", MV),
+    MetricSpec("infergrid_shadow_requests", "counter", "Shadow copies of requests, by outcome (compared, failed, "
+               "timeout, dropped)", ("model", "primary", "shadow", "outcome")),
+    MetricSpec("infergrid_shadow_agreements", "counter", "Shadow copies whose decision agreed with the primary's",
+               ("model", "primary", "shadow")),
+    MetricSpec("infergrid_shadow_abs_diff_sum", "counter",
+               "Sum over compared shadow copies of the largest absolute output difference", ("model", "primary", "shadow")),
     MetricSpec("infergrid_gpu_utilization", "gauge", "GPU utilisation, 0..1", ("device",)),
     MetricSpec("infergrid_gpu_memory_used_bytes", "gauge", "GPU memory in use on the device", ("device",)),
     MetricSpec("infergrid_gpu_memory_total_bytes", "gauge", "GPU memory on the device", ("device",)),

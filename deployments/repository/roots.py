@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import ConfigError
-from backends.model_config import InstanceGroup
+from backends.model_config import InstanceGroup, VersionPolicy
 from deployments.repository.scan import MODEL_NAME, ModelEntry, scan_model
+from deployments.repository.traffic import TRAFFIC_FILE, read_traffic
 
 __all__ = ["RepositoryRoots"]
 
@@ -59,7 +60,11 @@ class RepositoryRoots:
     def scan(self, name: str, strict: bool = False) -> ModelEntry:
         """Read model ``name``'s folder (``scan_model``), with what TF Serving's flags say of it laid
         over its config: the version policy (versions re-chosen) and the version labels of
-        --model_config_file, the batching of --enable_batching where the model sets none."""
+        --model_config_file, the batching of --enable_batching where the model sets none; then its
+        traffic policy (``traffic.json``), whose versions are served whatever the version policy says."""
+        return _with_traffic(self._overridden(name, strict))
+
+    def _overridden(self, name: str, strict: bool) -> ModelEntry:
         entry = scan_model(self.folder(name), strict, name)
         override = self.overrides.get(name)
         if entry.config is None or (override is None and self.batching is None):
@@ -149,3 +154,24 @@ class RepositoryRoots:
     def named_at(self, path: Path) -> str | None:
         """The named model whose folder is ``path`` (None: none is)."""
         return next((name for name, folder in self.named.items() if folder == path), None)
+
+
+def _with_traffic(entry: ModelEntry) -> ModelEntry:
+    """``entry`` with its traffic.json applied: the policy on its config, its versions served (weight 0
+    too). A bad policy file, or one naming a version not in the folder, is the model's problem: the
+    versions serving keep serving."""
+    if entry.config is None or entry.error or entry.config.composite:
+        return entry
+    try:
+        policy = read_traffic(entry.path)
+    except ConfigError as exc:
+        return replace(entry, error=str(exc))
+    if policy is None:
+        return entry
+    missing = [version for version in policy.versions if version not in entry.versions]
+    if missing:
+        return replace(entry, error=f"{entry.path / TRAFFIC_FILE}: version {missing[0]} is not in the model folder "
+                                    f"(versions: {sorted(entry.versions)})")
+    served = set(entry.config.version_policy.select(list(entry.versions))) | set(policy.versions)
+    return replace(entry, config=replace(entry.config, traffic=policy,
+                                         version_policy=VersionPolicy(kind="specific", versions=tuple(sorted(served)))))

@@ -99,14 +99,14 @@ _CHANGED_IN_PLACE = frozenset({"dynamic_batching", "instance_group", "version_po
 def load_identity(config: ModelConfig, files: FolderState) -> str:
     """What a version's replicas load: files plus every config field that is not changed in place.
 
-    Dynamic batching, instance counts, the version policy and TF Serving's version labels change
+    Dynamic batching, instance counts, the version policy, TF Serving's version labels and the traffic policy change
     without reloading (routing, replica counts, the front door's label lookup), so they are left
     out; anything else in the config means a new load.
     """
     loaded = replace(config, dynamic_batching=None,
                      instance_group=tuple(sorted({replace(g, count=1) for g in config.instance_group}
                                                  or {InstanceGroup()}, key=repr)),
-                     version_policy=VersionPolicy(), version_labels=(), warnings=(),
+                     version_policy=VersionPolicy(), version_labels=(), traffic=None, warnings=(),
                      triton={k: v for k, v in config.triton.items() if k not in _CHANGED_IN_PLACE})
     digest = hashlib.sha1(repr(loaded).encode())
     digest.update(files.digest.encode())

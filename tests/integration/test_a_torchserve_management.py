@@ -107,7 +107,8 @@ def test_a_management_api_registers_scales_swaps_and_unregisters_under_load(
         again = requests.post(f"{admin}/models?url=swap-2.mar&synchronous=true", headers=as_admin, timeout=120)
         assert again.status_code == 409 and again.json()["type"] == "ConflictStatusException", again.text
         auth = {"Authorization": f"Bearer {inference}"}
-        assert requests.post(f"{ts}/predictions/swap/2.0", data=b"x", headers=auth, timeout=30).text == "version 2.0"
+        pinned = requests.post(f"{ts}/predictions/swap/2.0", data=b"x", headers=auth, timeout=30)
+        assert (pinned.text, pinned.headers["X-Model-Version"]) == ("version 2.0", "2")  # who answered
         assert requests.post(f"{ts}/predictions/swap", data=b"x", headers=auth, timeout=30).text == "version 1.0"
         # Scale: two workers of each version, counted by Ray.
         scaled = requests.put(f"{admin}/models/swap?min_worker=2&max_worker=3&synchronous=true", headers=as_admin,

@@ -1,0 +1,95 @@
+"""The controller's side of traffic policies (``GET|POST /v2/repository/models/{m}/traffic``,
+``infergrid models traffic``). Mixed into ``RepositoryController`` (the actor's methods must be its class's).
+
+A change is written to the model's ``traffic.json`` (so the repository holds the policy, a restart keeps
+it, and a poll reads what the API wrote) and reconciled at once: versions the policy names are loaded
+first (weight 0 too), then the front doors get the policy with the model's served entry, so a request
+never meets a version that cannot answer. The policies replaced are kept for ``rollback``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from backends.errors import ConfigError, ModelNotFound, RepositoryError
+from deployments.repository.scan import MODEL_NAME
+from deployments.repository.traffic import TrafficPolicy, read_traffic, write_traffic
+
+__all__ = ["TrafficCalls"]
+
+logger = logging.getLogger("infergrid")
+
+
+class TrafficCalls:
+    """Traffic policy calls of the repository API."""
+
+    _traffic_history: dict[str, list[TrafficPolicy | None]]
+
+    def _traffic_folder(self, name: str):
+        folder = self._roots.folder(name) if MODEL_NAME.match(name) else None
+        if folder is None or not folder.is_dir() or name not in self._models.states:
+            raise ModelNotFound(f"unknown model {name!r}")
+        return folder
+
+    async def traffic(self, name: str) -> dict:
+        """The model's policy (None: unversioned requests go to the newest version) and how many rollbacks
+        are kept.
+
+        Raises:
+            ModelNotFound: no such model. ConfigError: its traffic.json is malformed.
+        """
+        await self._started.wait()
+        policy = read_traffic(self._traffic_folder(name))
+        return {"policy": policy.to_dict() if policy is not None else None,
+                "rollbacks": len(self._traffic_history.get(name, []))}
+
+    async def set_traffic(self, name: str, change: dict) -> dict:
+        """Apply one change: ``{"policy": {...}}``, ``{"promote": 4}``, ``{"rollback": true}`` or
+        ``{"clear": true}``; returns the policy now in force, once every version it names serves.
+
+        Raises:
+            ModelNotFound: no such model. ConfigError: a bad policy, or a version not in the folder.
+            RepositoryError: nothing to roll back to; or a version of the policy failed to load.
+        """
+        await self._started.wait()
+        folder = self._traffic_folder(name)
+        entry = self._roots.scan(name)
+        if entry.config is not None and entry.config.composite:
+            raise ConfigError(f"{name} is an ensemble or pipeline: traffic policies are for its members")
+        try:
+            current = read_traffic(folder)
+        except ConfigError:
+            current = None  # a broken file is replaced
+        history = self._traffic_history.setdefault(name, [])
+        if change.get("rollback"):
+            if not history:
+                raise RepositoryError(f"model {name!r}: no earlier traffic policy to roll back to")
+            policy = history[-1]
+        elif change.get("clear"):
+            policy = None
+        elif change.get("promote") is not None:
+            version = change["promote"]
+            if isinstance(version, bool) or not isinstance(version, int):
+                raise ConfigError(f"{name} traffic request.promote: {version!r} is not a version number")
+            base = current or TrafficPolicy(tuple((v, 0) for v in sorted(self._models.states[name].served)))
+            policy = base.promoted(version)
+        else:
+            policy = TrafficPolicy.from_dict(change.get("policy"), f"{name} traffic request.policy")
+        missing = [v for v in (policy.versions if policy else ()) if v not in entry.versions]
+        if missing:
+            raise ConfigError(f"{name} traffic request: version {missing[0]} is not in the model folder "
+                              f"(versions: {sorted(entry.versions)})")
+        if change.get("rollback"):
+            history.pop()
+        else:
+            history.append(current)
+        write_traffic(folder, policy)
+        await self._models.reconcile_locked(name)
+        state = self._models.states[name]
+        unserved = [v for v in (policy.versions if policy else ()) if v not in state.served]
+        if unserved:
+            failure = state.failed.get(unserved[0])
+            raise RepositoryError(f"model {name!r}: traffic.json written, but version {unserved[0]} does not serve: "
+                                  f"{failure.reason if failure else state.reason or 'not loaded'}")
+        logger.info("model %s: traffic policy now %s", name, policy.to_dict() if policy else "none")
+        return {"policy": policy.to_dict() if policy is not None else None}

@@ -1,0 +1,126 @@
+"""Traffic policies on the shared cluster, under load: a 90/10 split over 10,000 requests lands within the
+binomial 99.9% interval, weights changed ten times under load fail no request, sticky keys keep their
+version (over HTTP and gRPC) and only the expected share moves when weights change, a rollback restores
+the policy before, a promote (through the CLI) sends everything to one version while the other stays
+addressable, and a policy naming a missing version changes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from repository_helpers import BODY, ROW, config_for, wait_for, write_version
+
+from bench.traffic import Traffic
+
+pytestmark = pytest.mark.integration
+
+Z_999 = 3.29  # two-sided 99.9%
+
+
+def _within(hits: int, n: int, p: float) -> bool:
+    return abs(hits - n * p) <= Z_999 * (n * p * (1 - p)) ** 0.5
+
+
+def _policy(url: str, model: str, change: dict) -> requests.Response:
+    return requests.post(f"{url}/v2/repository/models/{model}/traffic", json=change, timeout=120)
+
+
+def _two_versions(url: str, new_model, name: str, seed: int) -> None:
+    """A fraud copy ``name`` serving versions 1 and 2 (weights from ``seed`` and ``seed + 1``)."""
+    model_dir = new_model(name, seed=seed, config=config_for(name, **{"num_versions: 1": "num_versions: 2"}))
+    write_version(model_dir, 2, seed=seed + 1, atomic=True)
+    wait_for(lambda: requests.post(f"{url}/v2/models/{name}/versions/2/infer", json=BODY, timeout=30).ok, 60,
+             "version 2 to serve")
+
+
+def _versions_by_key(url: str, model: str, keys: list[str]) -> list[str]:
+    with requests.Session() as session:
+        return [session.post(f"{url}/v2/models/{model}/infer", json=BODY, headers={"X-User-Id": key},
+                             timeout=30).json()["model_version"] for key in keys]
+
+
+def test_a_split_holds_its_proportions_and_changes_under_load_fail_nothing(served: dict, new_model) -> None:
+    url = served["url"]
+    _two_versions(url, new_model, "split", 1)
+    bad = _policy(url, "split", {"policy": {"weights": {"1": 50, "9": 50}}})
+    assert bad.status_code == 400 and "version 9" in bad.json()["error"], bad.text
+    assert requests.get(f"{url}/v2/repository/models/split/traffic", timeout=30).json()["policy"] is None
+    set_split = _policy(url, "split", {"policy": {"weights": {"1": 90, "2": 10}}})
+    assert set_split.status_code == 200, set_split.text
+    traffic = Traffic(f"{url}/v2/models/split/infer", BODY, connections=8).start()
+    try:
+        wait_for(lambda: len(traffic.replies) >= 10_000, 180, "10,000 replies")
+    finally:
+        replies = traffic.stop()
+    assert all(r.status == 200 for r in replies), [r for r in replies if r.status != 200][:3]
+    to_two = sum(1 for r in replies if r.version == "2")
+    assert _within(to_two, len(replies), 0.10), (to_two, len(replies))
+    # Ten changes of the weights under load: no request fails, each takes effect.
+    traffic = Traffic(f"{url}/v2/models/split/infer", BODY, connections=8).start()
+    try:
+        for change in range(10):
+            weights = {"1": 100 - 10 * change, "2": 10 * change} if change else {"1": 0, "2": 100}
+            assert _policy(url, "split", {"policy": {"weights": weights}}).status_code == 200
+            time.sleep(0.3)
+    finally:
+        replies = traffic.stop()
+    assert len(replies) > 200 and all(r.status == 200 for r in replies), [r for r in replies if r.status != 200][:3]
+    assert {r.version for r in replies} == {"1", "2"}
+    # Shadow: every request copied to version 2, compared and counted; the client only ever sees version 1.
+    shadowed = {"weights": {"1": 100, "2": 0}, "shadow": {"version": 2, "share": 1.0, "threshold": 0.5}}
+    assert _policy(url, "split", {"policy": shadowed}).status_code == 200
+    with requests.Session() as session:
+        answers = [session.post(f"{url}/v2/models/split/infer", json=BODY, timeout=30) for _ in range(50)]
+    assert {(a.status_code, a.json()["model_version"]) for a in answers} == {(200, "1")}
+
+    def compared() -> float:
+        text = requests.get(f"{url}/metrics", timeout=30).text
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(
+            'infergrid_shadow_requests_total{') and 'model="split"' in line and 'outcome="compared"' in line)
+
+    assert wait_for(lambda: compared() >= 50, 30, "50 shadow copies compared")
+
+
+def test_sticky_keys_keep_their_version_and_rollback_restores(served: dict, new_model) -> None:
+    import tritonclient.grpc as grpcclient
+
+    url = served["url"]
+    _two_versions(url, new_model, "sticky", 3)
+    ninety = {"weights": {"1": 90, "2": 10}, "sticky": {"header": "x-user-id"}}
+    assert _policy(url, "sticky", {"policy": ninety}).status_code == 200
+    keys = [f"user-{i}" for i in range(400)]
+    first = _versions_by_key(url, "sticky", keys)
+    assert first == _versions_by_key(url, "sticky", keys)  # the same key, the same version
+    assert _within(first.count("2"), len(keys), 0.10), first.count("2")
+    client = grpcclient.InferenceServerClient(served["grpc"])
+    inputs = [grpcclient.InferInput("features", [1, 16], "FP32")]
+    inputs[0].set_data_from_numpy(ROW)
+    over_grpc = [client.infer("sticky", inputs, headers={"x-user-id": key}).get_response().model_version
+                 for key in keys[:40]]
+    assert over_grpc == first[:40]  # gRPC metadata is the same key
+    assert _policy(url, "sticky", {"policy": {**ninety, "weights": {"1": 50, "2": 50}}}).status_code == 200
+    second = _versions_by_key(url, "sticky", keys)
+    moved = [(a, b) for a, b in zip(first, second) if a != b]
+    assert all(move == ("1", "2") for move in moved) and _within(len(moved), len(keys), 0.40), moved[:5]
+    rolled = _policy(url, "sticky", {"rollback": True})
+    assert rolled.status_code == 200 and rolled.json()["policy"] == ninety, rolled.text
+    assert _versions_by_key(url, "sticky", keys) == first
+    # The CLI: promote version 2; version 1 stays loaded and addressable by number.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    promoted = subprocess.run([sys.executable, "-m", "deployments.launch.cli", "models", "traffic", "sticky",
+                               "--promote", "2", "--url", url], capture_output=True, text=True, env=env, timeout=120)
+    assert promoted.returncode == 0, promoted.stderr
+    assert set(_versions_by_key(url, "sticky", keys[:50])) == {"2"}
+    one = requests.post(f"{url}/v2/models/sticky/versions/1/infer", json=BODY, timeout=30)
+    assert one.status_code == 200 and one.json()["model_version"] == "1"
+    assert np.isfinite(one.json()["outputs"][0]["data"][0])
+    shown = subprocess.run([sys.executable, "-m", "deployments.launch.cli", "models", "traffic", "sticky", "--url",
+                            url], capture_output=True, text=True, env=env, timeout=60)
+    assert '"2": 100' in shown.stdout and '"1": 0' in shown.stdout, shown.stdout

@@ -1,0 +1,175 @@
+"""Traffic policies without Ray: weighted and sticky choices (the share that moves when weights change),
+the policy's JSON and file, the repository applying it, the data plane routing by it, the CLI's flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from backends.errors import ConfigError
+from deployments.dataplane.plane import DataPlane
+from deployments.dataplane.traffic import REQUEST_HEADERS
+from deployments.launch.traffic_cli import traffic_change
+from deployments.repository.roots import RepositoryRoots
+from deployments.repository.traffic import TRAFFIC_FILE, TrafficPolicy, parse_split, read_traffic, write_traffic
+
+
+def _binomial_ok(hits: int, n: int, p: float) -> bool:
+    """Within the 99.9% interval (z = 3.29) of a binomial(n, p)."""
+    return abs(hits - n * p) <= 3.29 * (n * p * (1 - p)) ** 0.5
+
+
+def test_an_unkeyed_split_lands_in_proportion() -> None:
+    policy = TrafficPolicy(((3, 90), (4, 10)))
+    rng = random.Random(1)
+    draws = [policy.choose(None, rng) for _ in range(20000)]
+    assert set(draws) == {3, 4} and _binomial_ok(draws.count(4), len(draws), 0.1)
+    assert TrafficPolicy(((3, 0), (4, 1))).choose() == 4  # weight 0 gets nothing
+
+
+def test_sticky_keys_stay_and_only_the_needed_share_moves() -> None:
+    before, after = TrafficPolicy(((3, 90), (4, 10)), "x-user"), TrafficPolicy(((3, 50), (4, 50)), "x-user")
+    keys = [{"x-user": f"user-{i}"} for i in range(5000)]
+    first = [before.choose(k) for k in keys]
+    assert first == [before.choose(k) for k in keys]  # the same key, the same version
+    assert _binomial_ok(first.count(4), len(keys), 0.1)
+    second = [after.choose(k) for k in keys]
+    moved = [(a, b) for a, b in zip(first, second) if a != b]
+    assert all(move == (3, 4) for move in moved)  # raising 4's weight moves keys to 4, never away from it
+    assert _binomial_ok(len(moved), len(keys), 0.4)
+    assert before.choose({"other": "x"}, random.Random(0)) in (3, 4)  # no key: random
+
+
+def test_the_policy_json_and_its_errors() -> None:
+    policy = TrafficPolicy.from_dict({"weights": {"4": 10, "3": 90}, "sticky": {"header": "X-User-Id"}}, "t")
+    assert policy == TrafficPolicy(((3, 90), (4, 10)), "x-user-id") and policy.versions == (3, 4)
+    assert TrafficPolicy.from_dict(policy.to_dict(), "t") == policy
+    assert policy.promoted(4) == TrafficPolicy(((4, 100), (3, 0)), "x-user-id")
+    for bad, field in (([], "JSON object"), ({"weights": {}}, "weights"), ({"weights": {"x": 1}}, "version"),
+                       ({"weights": {"3": -1}}, r"weights\[3\]"), ({"weights": {"3": 0}}, "above 0"),
+                       ({"weights": {"3": 1}, "shadow": 1}, "shadow"),
+                       ({"weights": {"3": 1}, "sticky": {"header": "a b"}}, "sticky.header")):
+        with pytest.raises(ConfigError, match=field):
+            TrafficPolicy.from_dict(bad, "t")
+    assert parse_split("3=90, 4=10") == {"3": 90, "4": 10}
+    with pytest.raises(ConfigError, match="VERSION=WEIGHT"):
+        parse_split("3:90")
+
+
+def _model(root: Path, versions: tuple[int, ...], policy: str = "latest { num_versions: 1 }") -> Path:
+    folder = root / "m"
+    for version in versions:
+        (folder / str(version)).mkdir(parents=True)
+        (folder / str(version) / "model.onnx").write_bytes(b"x")
+    (folder / "config.pbtxt").write_text(f'backend: "onnxruntime" version_policy: {{ {policy} }}\n')
+    return folder
+
+
+def test_the_repository_serves_every_version_a_policy_names(tmp_path: Path) -> None:
+    folder = _model(tmp_path, (1, 2, 3))
+    roots = RepositoryRoots([tmp_path])
+    assert roots.scan("m").served_versions == [3]
+    write_traffic(folder, TrafficPolicy(((1, 0), (3, 100))))
+    entry = roots.scan("m")
+    assert entry.served_versions == [3, 1] and entry.config.traffic == read_traffic(folder)
+    (folder / TRAFFIC_FILE).write_text('{"weights": {"7": 1}}')
+    assert "version 7 is not in the model folder" in roots.scan("m").error
+    (folder / TRAFFIC_FILE).write_text("{nope")
+    assert "not JSON" in roots.scan("m").error
+    write_traffic(folder, None)
+    assert not (folder / TRAFFIC_FILE).exists() and roots.scan("m").served_versions == [3]
+
+
+def test_the_data_plane_routes_unversioned_inference_by_the_policy() -> None:
+    plane = DataPlane("m", servable=None)
+    plane.set_traffic(TrafficPolicy(((1, 0), (2, 1)), "x-user").to_dict())
+    assert plane.routed(None) == "2" and plane.routed("1") == "1"
+    assert plane.version(None) is None  # metadata calls never split
+    sticky = TrafficPolicy(((1, 50), (2, 50)), "x-user")
+    plane.set_traffic(sticky.to_dict())
+    token = REQUEST_HEADERS.set({"x-user": "alice"})
+    try:
+        assert {plane.routed(None) for _ in range(20)} == {str(sticky.choose({"x-user": "alice"}))}
+    finally:
+        REQUEST_HEADERS.reset(token)
+    plane.set_traffic({})
+    assert plane.traffic is None and plane.routed(None) is None
+
+
+def test_the_cli_flags_become_one_change() -> None:
+    def args(**kwargs) -> argparse.Namespace:
+        values = {"split": None, "sticky_header": None, "promote": None, "rollback": False, "clear": False}
+        return argparse.Namespace(**{**values, **kwargs})
+
+    assert traffic_change(args()) is None
+    assert traffic_change(args(split="3=90,4=10", sticky_header="x-user")) == {
+        "policy": {"weights": {"3": 90, "4": 10}, "sticky": {"header": "x-user"}}}
+    assert traffic_change(args(promote=4)) == {"promote": 4} and traffic_change(args(rollback=True)) == {
+        "rollback": True}
+    with pytest.raises(ConfigError, match="one of"):
+        traffic_change(args(promote=4, rollback=True))
+    assert json.loads(json.dumps(traffic_change(args(clear=True)))) == {"clear": True}
+
+
+def test_shadow_outputs_are_compared_by_difference_and_decision() -> None:
+    import numpy as np
+
+    from deployments.dataplane.shadow import compare_outputs
+
+    primary = {"p": np.array([[0.2], [0.7]], dtype=np.float32)}
+    assert compare_outputs(primary, {"p": np.array([[0.3], [0.6]], dtype=np.float32)}, None) == (
+        pytest.approx(0.1), True)
+    assert compare_outputs(primary, {"p": np.array([[0.6], [0.7]], dtype=np.float32)}, None)[1] is False
+    assert compare_outputs(primary, {"p": np.array([[0.2], [0.7]])}, 0.75) == (pytest.approx(0.0, abs=1e-6), True)
+    logits = {"y": np.array([[1.0, 3.0, 2.0]])}
+    assert compare_outputs(logits, {"y": np.array([[1.0, 2.5, 2.6]])}, None)[1] is False
+    assert compare_outputs(logits, {"y": np.zeros((2, 3))}, None) == (float("inf"), False)
+
+
+def test_a_shadow_is_never_waited_for_and_its_failures_are_counted() -> None:
+    import asyncio
+
+    import numpy as np
+
+    from deployments.observability.metrics import Recorder
+
+    calls: list[str] = []
+
+    class Versions:  # the servable's contract: (inputs, version, timeout) -> (answered by, outputs)
+        async def infer(self, inputs, version, timeout_s):
+            calls.append(version)
+            if version == "2":
+                await asyncio.sleep(0.3)  # a slow shadow
+                raise RuntimeError("shadow broke")
+            if version == "3":
+                await asyncio.sleep(5)
+            return int(version), {"p": inputs["x"] * 2}
+
+    recorder = Recorder()
+    plane = DataPlane("m", Versions(), recorder=recorder)
+    plane.set_traffic({"weights": {"1": 1}, "shadow": {"version": 2, "share": 1.0}})
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcome = await plane.infer({"x": np.ones((1, 1))})
+        took = loop.time() - start
+        assert outcome.version == 1 and outcome.outputs["p"][0, 0] == 2.0
+        await asyncio.sleep(0.5)
+        plane.set_traffic({"weights": {"1": 1}, "shadow": {"version": 3, "timeout_ms": 50}})
+        await plane.infer({"x": np.ones((1, 1))})
+        assert (await plane.infer({"x": np.ones((1, 1))}, "1")).version == 1  # versioned: no copy
+        await asyncio.sleep(0.3)
+        return took
+
+    assert asyncio.run(run()) < 0.2 and sorted(calls) == ["1", "1", "1", "2", "3"]
+    counters = {(name, tuple(labels)): value for name, labels, value in recorder.snapshot()["counters"]}
+    assert counters[("infergrid_shadow_requests", ("m", "1", "2", "failed"))] == 1
+    assert counters[("infergrid_shadow_requests", ("m", "1", "3", "timeout"))] == 1
+    assert TrafficPolicy.from_dict({"weights": {"1": 1}, "shadow": {"version": 3}}, "t").versions == (1, 3)
+    with pytest.raises(ConfigError, match="shadow.share"):
+        TrafficPolicy.from_dict({"weights": {"1": 1}, "shadow": {"version": 3, "share": 2}}, "t")
