@@ -80,6 +80,8 @@ class RepositoryController(NamedModelCalls, TorchServeCalls, TrafficCalls):
         self._config_file = ConfigFileFollower(Path(followed["path"]), Path(followed["relative_to"]),
                                                float(followed["poll_s"])) if followed else None
         self._traffic_history: dict = {}  # model -> traffic policies replaced, for rollback
+        self._traffic_events: dict = {}  # model -> guard trips and steps
+        self._traffic_recorder = recorder
         # TorchServe's registered archives (deployments.repository.ts_registry), its management API's state
         self._ts = repository.get("torchserve") if isinstance(repository, dict) else None
         if self._ts is not None:
@@ -269,13 +271,14 @@ class RepositoryController(NamedModelCalls, TorchServeCalls, TrafficCalls):
             return state.routes
         return () if self._started.is_set() else None
 
-    async def served_models(self, generation: str | None) -> tuple[str, dict[str, ServedModel]]:
+    async def served_models(self, generation: str | None,
+                            replica: str | None = None) -> tuple[str, dict[str, ServedModel]]:
         """Long-poll of the front door: the models it answers for, once they differ from ``generation``.
 
         Not before the adoption of running models: a restarted controller must not answer "none".
         """
         await self._adopted.wait()
-        return await self._tables.served.watch(generation)
+        return await self._tables.served.watch(generation, replica)
 
     async def models(self) -> dict[str, ModelStatus]:
         """Every known model: its served versions (newest first), why not, whether it has an endpoint."""

@@ -82,5 +82,6 @@ class NamedModelCalls:
         default = tuple(item for item in current.version_labels if item[0] == DEFAULT_LABEL)  # TorchServe's
         self._roots.overrides[name] = replace(current, version_labels=tuple(sorted(checked + default)))
         await self._models.reconcile_locked(name)
+        await self._front_doors_applied()
         logger.info("model %s: version labels now %s", name, dict(checked) or "none")
         return dict(checked)

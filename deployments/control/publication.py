@@ -114,6 +114,8 @@ class ServedModels:
         self._count = 0
         self._generation = f"{self._epoch}:0"
         self._changed = asyncio.Event()
+        self._applied: dict[str, tuple[int, float]] = {}  # front-door replica -> (generation it applied, when)
+        self._acked = asyncio.Event()
 
     def _bump(self) -> None:
         self._count += 1
@@ -130,12 +132,34 @@ class ServedModels:
         if self._models.pop(name, None) is not None:
             self._bump()
 
-    async def watch(self, generation: str | None) -> tuple[str, dict[str, ServedModel]]:
+    async def watch(self, generation: str | None, replica: str | None = None) -> tuple[str, dict[str, ServedModel]]:
         """(generation, models) at once when ``generation`` is not the current one, else when it
-        changes or after ``WATCH_TIMEOUT_S``."""
+        changes or after ``WATCH_TIMEOUT_S``. ``replica`` (a front-door replica's id) has applied
+        ``generation``: its call is its ack."""
+        epoch, _, count = (generation or "").partition(":")
+        if replica is not None and epoch == self._epoch and count.isdigit():
+            self._applied[replica] = (int(count), time.monotonic())
+            self._acked.set()
+            self._acked = asyncio.Event()
         if generation == self._generation:
             try:
                 await asyncio.wait_for(self._changed.wait(), WATCH_TIMEOUT_S)
             except TimeoutError:
                 pass
         return self._generation, dict(self._models)
+
+    async def await_applied(self, replicas: int, timeout_s: float) -> bool:
+        """Until ``replicas`` front-door replicas (heard from lately) applied the current generation:
+        what a change's answer waits for, so it is in force when the caller hears back. False: timed out."""
+        target, deadline = self._count, time.monotonic() + timeout_s
+        while True:
+            now = time.monotonic()
+            recent = [count for count, at in self._applied.values() if now - at < 3 * WATCH_TIMEOUT_S]
+            if sum(1 for count in recent if count >= target) >= replicas:
+                return True
+            if now >= deadline:
+                return False
+            try:
+                await asyncio.wait_for(self._acked.wait(), deadline - now)
+            except TimeoutError:
+                pass

@@ -92,6 +92,7 @@ class TorchServeCalls:
         await self._started.wait()
         self._apply(model_name, self._registry().set_default(model_name, model_version))
         await self._models.reconcile_locked(model_name)
+        await self._front_doors_applied()
 
     async def ts_scale(self, model_name: str, min_workers: int | None, max_workers: int | None,
                        synchronous: bool) -> int:

@@ -10,8 +10,11 @@ never meets a version that cannot answer. The policies replaced are kept for ``r
 from __future__ import annotations
 
 import logging
+import time
 
 from backends.errors import ConfigError, ModelNotFound, RepositoryError
+from deployments.names import FRONT_DOOR_APP, FRONT_DOOR_DEPLOYMENT
+from deployments.observability.metrics import Recorder
 from deployments.repository.scan import MODEL_NAME
 from deployments.repository.traffic import TrafficPolicy, read_traffic, write_traffic
 
@@ -24,12 +27,49 @@ class TrafficCalls:
     """Traffic policy calls of the repository API."""
 
     _traffic_history: dict[str, list[TrafficPolicy | None]]
+    _traffic_events: dict[str, list[dict]]  # guard trips and steps, newest last
+    _traffic_recorder: Recorder
+
+    async def _front_doors_applied(self, timeout_s: float = 5.0) -> None:
+        """Until every front-door replica applied the served models just published (a policy, labels or
+        a default version is in force when the caller hears back)."""
+        group = (FRONT_DOOR_APP, FRONT_DOOR_DEPLOYMENT)
+        replicas = (await self._serve.replicas([group])).get(group, 1)
+        if not await self._tables.served.await_applied(max(1, replicas), timeout_s):
+            logger.warning("not every front-door replica applied the change within %.0f s", timeout_s)
 
     def _traffic_folder(self, name: str):
         folder = self._roots.folder(name) if MODEL_NAME.match(name) else None
         if folder is None or not folder.is_dir() or name not in self._models.states:
             raise ModelNotFound(f"unknown model {name!r}")
         return folder
+
+    async def traffic_event(self, name: str, event: str, version: int, reason: str, seen: dict) -> bool:
+        """A front-door replica's guard decided ``event`` (``trip``: weight 0; ``step``: the next step) for
+        ``version`` under the policy ``seen``; applied once (False: the policy has changed since, or the
+        event is applied already). Logged, counted and kept in the model's traffic events.
+        """
+        await self._started.wait()
+        folder = self._traffic_folder(name)
+        try:
+            current = read_traffic(folder)
+        except ConfigError:
+            return False
+        if current is None or current.to_dict() != seen or event not in ("trip", "step"):
+            return False
+        policy = current.with_weight(version, 0) if event == "trip" else current.stepped(version)
+        if policy is None:
+            return False
+        self._traffic_history.setdefault(name, []).append(current)
+        write_traffic(folder, policy)
+        log = logger.warning if event == "trip" else logger.info
+        log("model %s: traffic guard %s for version %s: %s; weights now %s", name, event, version, reason,
+            policy.to_dict()["weights"])
+        self._traffic_recorder.inc("infergrid_traffic_guard_events", (name, str(version), event))
+        self._traffic_events.setdefault(name, []).append(
+            {"time": time.time(), "event": event, "version": version, "reason": reason})
+        await self._models.reconcile_locked(name)
+        return True
 
     async def traffic(self, name: str) -> dict:
         """The model's policy (None: unversioned requests go to the newest version) and how many rollbacks
@@ -41,7 +81,8 @@ class TrafficCalls:
         await self._started.wait()
         policy = read_traffic(self._traffic_folder(name))
         return {"policy": policy.to_dict() if policy is not None else None,
-                "rollbacks": len(self._traffic_history.get(name, []))}
+                "rollbacks": len(self._traffic_history.get(name, [])),
+                "events": self._traffic_events.get(name, [])[-20:]}
 
     async def set_traffic(self, name: str, change: dict) -> dict:
         """Apply one change: ``{"policy": {...}}``, ``{"promote": 4}``, ``{"rollback": true}`` or
@@ -91,5 +132,6 @@ class TrafficCalls:
             failure = state.failed.get(unserved[0])
             raise RepositoryError(f"model {name!r}: traffic.json written, but version {unserved[0]} does not serve: "
                                   f"{failure.reason if failure else state.reason or 'not loaded'}")
+        await self._front_doors_applied()
         logger.info("model %s: traffic policy now %s", name, policy.to_dict() if policy else "none")
         return {"policy": policy.to_dict() if policy is not None else None}

@@ -11,15 +11,17 @@ batching, the call to the version's replicas, request timeouts and metrics all s
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from backends.errors import ModelNotFound
+from backends.errors import ModelNotFound, status_of
 from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy, GroupOf
+from deployments.dataplane.guard import GuardEvent, GuardWatch
 from deployments.dataplane.shadow import ShadowMirror
 from deployments.dataplane.traffic import REQUEST_HEADERS
 from deployments.observability.hub import hub_handle
@@ -106,6 +108,8 @@ class DataPlane:
         self.labels: Mapping = labels or {}  # output -> class labels, for Triton's classification
         self.version_labels: Mapping[str, int] = version_labels or {}  # TF Serving's: "stable" -> 3
         self.traffic: TrafficPolicy | None = None  # weights over the versions, for unversioned requests
+        self._guard = GuardWatch()
+        self.on_guard: Callable[[GuardEvent, TrafficPolicy], None] | None = None  # set by the front door
         self._mirror = ShadowMirror(model, lambda inputs, version: servable.infer(inputs, version, None), recorder)
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
@@ -121,7 +125,32 @@ class DataPlane:
 
     def set_traffic(self, policy: Mapping) -> None:
         """Take the model's traffic policy (``TrafficPolicy.to_dict()``; empty: none) from its served entry."""
-        self.traffic = TrafficPolicy.from_dict(policy, f"{self.model} traffic") if policy else None
+        taken = TrafficPolicy.from_dict(policy, f"{self.model} traffic") if policy else None
+        if taken != self.traffic:
+            self._guard.reset()
+        self.traffic = taken
+
+    async def _guarded(self, policy: TrafficPolicy, inputs: dict[str, np.ndarray], target: str | int | None,
+                       timeout_s: float | None) -> tuple[int, dict[str, np.ndarray]]:
+        """Infer, and judge the outcome by the policy's guard (server-side failures count as errors)."""
+        started = time.monotonic()
+        try:
+            answered_by, outputs = await self.servable.infer(inputs, target, timeout_s)
+        except Exception as exc:
+            if status_of(exc) >= 500 and target is not None:
+                self._judge(policy, int(target), False, time.monotonic() - started)
+            raise
+        self._judge(policy, answered_by, True, time.monotonic() - started)
+        return answered_by, outputs
+
+    def _judge(self, policy: TrafficPolicy, version: int, ok: bool, seconds: float) -> None:
+        event = self._guard.observe(policy, version, ok, seconds)
+        if event is None or self.traffic is not policy:
+            return
+        self.traffic = policy.with_weight(event.version, 0) if event.event == "trip" else policy.stepped(event.version)
+        self._guard.reset()
+        if self.on_guard is not None:  # the controller makes it everyone's policy (traffic.json)
+            self.on_guard(event, policy)
 
     def version(self, version: str | int | None) -> str | int | None:
         """The version a request names: a number, or a version label (``stable``) turned into the
@@ -158,8 +187,12 @@ class DataPlane:
     async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
                     timeout_s: float | None = None) -> InferOutcome:
         """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it)."""
-        answered_by, outputs = await self.servable.infer(inputs, self.routed(version), timeout_s)
-        shadow = self.traffic.shadow if self.traffic is not None and version in (None, "") else None
+        policy = self.traffic if version in (None, "") else None
+        if policy is not None and policy.guard is not None:
+            answered_by, outputs = await self._guarded(policy, inputs, self.routed(version), timeout_s)
+        else:
+            answered_by, outputs = await self.servable.infer(inputs, self.routed(version), timeout_s)
+        shadow = policy.shadow if policy is not None else None
         if shadow is not None and shadow.version != answered_by and random.random() < shadow.share:
             self._mirror.mirror(shadow, inputs, answered_by, outputs)  # after the answer: never waited for
         return InferOutcome(answered_by, outputs)

@@ -321,15 +321,19 @@ def _repository_request(url: str, path: str, body: dict | None = None,
             return exc.code, json.loads(payload)
         except ValueError:
             return exc.code, {"error": payload.decode(errors="replace")}
+    except urllib.error.URLError as exc:  # no server there
+        return 0, {"error": f"{url}: {exc.reason}"}
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``models list|load|unload|traffic``: Triton's repository API (and our traffic policies) over HTTP."""
+    """``models list|load|unload|traffic|compare``: Triton's repository API (and our traffic policies) over HTTP."""
     api_key = args.api_key or args.settings.client_api_key
-    if args.action == "traffic":
+    if args.action in ("traffic", "compare"):
+        from deployments.launch.compare_cli import compare_command
         from deployments.launch.traffic_cli import traffic_command
 
-        return traffic_command(args, _repository_request, api_key)
+        return traffic_command(args, _repository_request, api_key) if args.action == "traffic" else \
+            compare_command(args, api_key)
     if args.action == "list":
         status, rows = _repository_request(args.url, "/v2/repository/index", api_key=api_key)
         if status == 200:

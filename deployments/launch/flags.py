@@ -142,8 +142,10 @@ def build_parser(serve: Callable, config: Callable, models: Callable) -> argpars
             _serve_only(p)
     m = sub.add_parser("models", help="list, load or unload models of a running server; show or change a "
                                       "model's traffic policy")
-    m.add_argument("action", choices=("list", "load", "unload", "traffic"))
-    m.add_argument("name", nargs="?", help="model name (load, unload, traffic)")
+    m.add_argument("action", choices=("list", "load", "unload", "traffic", "compare"))
+    m.add_argument("name", nargs="?", help="model name (load, unload, traffic, compare)")
+    m.add_argument("versions", nargs="*", type=int, help="compare: the two versions")
+    m.add_argument("--seconds", type=float, default=5.0, help="compare: the interval measured (default 5)")
     m.add_argument("--split", metavar="V=W,...", help="traffic: weights per version, e.g. 3=90,4=10 (docs/traffic.md)")
     m.add_argument("--sticky-header", metavar="NAME", help="traffic with --split: a header (gRPC metadata key) "
                                                           "whose value keeps a client on one version")

@@ -58,6 +58,8 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("infergrid_model_load_duration_seconds", "gauge",
                "Seconds the last load of a version took (deploy, load, warm-up)", MV),
     MetricSpec("infergrid_model_load_failures", "counter", "Versions that failed to load or warm up", MV),
+    MetricSpec("infergrid_traffic_guard_events", "counter", "Traffic guard decisions: trip (weight set to 0) "
+               "or step (the next step of the schedule)", ("model", "version", "event")),
     MetricSpec("infergrid_shadow_requests", "counter", "Shadow copies of requests, by outcome (compared, failed, "
                "timeout, dropped)", ("model", "primary", "shadow", "outcome")),
     MetricSpec("infergrid_shadow_agreements", "counter", "Shadow copies whose decision agreed with the primary's",

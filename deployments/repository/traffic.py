@@ -25,13 +25,13 @@ import math
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backends.errors import ConfigError
 
-__all__ = ["TRAFFIC_FILE", "Shadow", "TrafficPolicy", "parse_split", "read_traffic", "write_traffic"]
+__all__ = ["TRAFFIC_FILE", "Guard", "Shadow", "TrafficPolicy", "parse_split", "read_traffic", "write_traffic"]
 
 TRAFFIC_FILE = "traffic.json"
 _HEADER_NAME = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -41,6 +41,15 @@ def _unit(key: str, version: int) -> float:
     """A stable draw in (0, 1) for (key, version)."""
     digest = hashlib.blake2b(f"{key}\x00{version}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") + 0.5) / 2.0 ** 64
+
+
+def _known_fields(data: Any, fields: tuple[str, ...], where: str) -> None:
+    """Raise ConfigError unless ``data`` is a JSON object of ``fields`` only."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: a JSON object ({', '.join(fields)}) is needed")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} ({', '.join(fields)})")
 
 
 @dataclass(frozen=True)
@@ -66,11 +75,7 @@ class Shadow:
         Raises:
             ConfigError: a malformed shadow; names the field.
         """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: a JSON object with a version is needed")
-        unknown = sorted(set(data) - {"version", "share", "threshold", "timeout_ms"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown field {unknown[0]!r} (version, share, threshold, timeout_ms)")
+        _known_fields(data, ("version", "share", "threshold", "timeout_ms"), where)
         version, share = data.get("version"), data.get("share", 1.0)
         threshold, timeout_ms = data.get("threshold"), data.get("timeout_ms", 1000)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -85,6 +90,52 @@ class Shadow:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """Rules for the candidates (every version with weight above 0 but the primary, the one of largest
+    weight), checked by each front-door replica over tumbling windows of ``window`` of a candidate's
+    unversioned requests: an error rate above ``max_error_rate`` or a p99 above ``max_p99_ratio`` times
+    the primary's (over its last window) sets the candidate's weight to 0; a window that passes moves
+    the candidate to the next of ``steps`` (its percentage of the two's traffic; 100: promoted)."""
+
+    window: int = 200
+    max_error_rate: float | None = None
+    max_p99_ratio: float | None = None
+    steps: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {"window": self.window}
+        if self.max_error_rate is not None:
+            data["max_error_rate"] = self.max_error_rate
+        if self.max_p99_ratio is not None:
+            data["max_p99_ratio"] = self.max_p99_ratio
+        if self.steps:
+            data["steps"] = list(self.steps)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Guard:
+        """``{"window": 200, "max_error_rate": 0.01, "max_p99_ratio": 1.5, "steps": [10, 50, 100]}``.
+
+        Raises:
+            ConfigError: a malformed rule; names the field.
+        """
+        _known_fields(data, ("window", "max_error_rate", "max_p99_ratio", "steps"), where)
+        window, steps = data.get("window", 200), data.get("steps", [])
+        if isinstance(window, bool) or not isinstance(window, int) or window < 10:
+            raise ConfigError(f"{where}.window: {window!r} is not a whole number of requests >= 10")
+        limits = {}
+        for key in ("max_error_rate", "max_p99_ratio"):
+            value = data.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(f"{where}.{key}: {value!r} is not a number >= 0")
+            limits[key] = None if value is None else float(value)
+        if not isinstance(steps, list) or any(isinstance(x, bool) or not isinstance(x, int) or not 0 < x <= 100
+                                              for x in steps) or steps != sorted(set(steps)):
+            raise ConfigError(f"{where}.steps: {steps!r} is not a rising list of percentages in (0, 100]")
+        return cls(window, limits["max_error_rate"], limits["max_p99_ratio"], tuple(steps))
+
+
+@dataclass(frozen=True)
 class TrafficPolicy:
     """Weights per version (a version of weight 0 gets no unversioned traffic), the sticky key, and an
     optional shadow."""
@@ -92,6 +143,34 @@ class TrafficPolicy:
     weights: tuple[tuple[int, int], ...]
     sticky_header: str = ""
     shadow: Shadow | None = None
+    guard: Guard | None = None
+
+    @property
+    def primary(self) -> int:
+        """The version of largest weight (the lower number on a tie): what candidates are judged against."""
+        return max(self.weights, key=lambda item: (item[1], -item[0]))[0]
+
+    @property
+    def candidates(self) -> tuple[int, ...]:
+        """Versions with weight above 0 other than the primary."""
+        return tuple(v for v, w in self.weights if w > 0 and v != self.primary)
+
+    def with_weight(self, version: int, weight: int) -> TrafficPolicy:
+        """The same policy with ``version`` at ``weight``."""
+        return replace(self, weights=tuple((v, weight if v == version else w) for v, w in self.weights))
+
+    def stepped(self, version: int) -> TrafficPolicy | None:
+        """``version`` moved to the guard's next step (its share of it and the primary's traffic); None:
+        no step left."""
+        primary, weights = self.primary, dict(self.weights)
+        if self.guard is None or not self.guard.steps or version == primary:
+            return None
+        share = 100 * weights[version] / max(1, weights[version] + weights[primary])
+        following = [step for step in self.guard.steps if step > share + 1e-9]
+        if not following:
+            return None
+        return replace(self, weights=tuple((v, following[0] if v == version else 100 - following[0] if v == primary
+                                            else w) for v, w in self.weights))
 
     @property
     def versions(self) -> tuple[int, ...]:
@@ -116,7 +195,7 @@ class TrafficPolicy:
         """Every unversioned request to ``version``; the other versions stay loaded at weight 0."""
         others = tuple((v, 0) for v, _ in self.weights if v != version)
         shadow = self.shadow if self.shadow is not None and self.shadow.version != version else None
-        return TrafficPolicy(((version, 100), *others), self.sticky_header, shadow)
+        return TrafficPolicy(((version, 100), *others), self.sticky_header, shadow, self.guard)
 
     def to_dict(self) -> dict:
         """The policy as ``traffic.json`` and the repository API write it."""
@@ -125,6 +204,8 @@ class TrafficPolicy:
             data["sticky"] = {"header": self.sticky_header}
         if self.shadow is not None:
             data["shadow"] = self.shadow.to_dict()
+        if self.guard is not None:
+            data["guard"] = self.guard.to_dict()
         return data
 
     @classmethod
@@ -134,11 +215,7 @@ class TrafficPolicy:
         Raises:
             ConfigError: a malformed policy; the message names the field.
         """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: a JSON object with weights is needed")
-        unknown = sorted(set(data) - {"weights", "sticky", "shadow"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown field {unknown[0]!r} (weights, sticky, shadow)")
+        _known_fields(data, ("weights", "sticky", "shadow", "guard"), where)
         weights = data.get("weights")
         if not isinstance(weights, Mapping) or not weights:
             raise ConfigError(f'{where}.weights: an object of version -> weight is needed, e.g. {{"3": 90, "4": 10}}')
@@ -157,7 +234,8 @@ class TrafficPolicy:
         if not isinstance(header, str) or any(c not in _HEADER_NAME for c in header.lower()):
             raise ConfigError(f"{where}.sticky.header: {header!r} is not a header name")
         shadow = Shadow.from_dict(data["shadow"], f"{where}.shadow") if data.get("shadow") is not None else None
-        return cls(tuple(sorted(checked)), header.lower(), shadow)
+        guard = Guard.from_dict(data["guard"], f"{where}.guard") if data.get("guard") is not None else None
+        return cls(tuple(sorted(checked)), header.lower(), shadow, guard)
 
 
 def parse_split(text: str) -> dict[str, int]:

@@ -39,12 +39,13 @@ from ray import serve  # noqa: E402
 from repository_helpers import APPLICANTS, BODY, config_for, version_apps, wait_for, write_version  # noqa: E402
 
 
-def build_explodes(version_dir: Path) -> None:
-    """An ONNX model that reshapes to a fixed [1, 4]: fine for one row, fails for two."""
+def build_explodes(version_dir: Path, rows: int = 1) -> None:
+    """An ONNX model that reshapes to a fixed [1, 4]: fine for one row, fails for two (``rows=-1``: a
+    reshape to [-1, 4] that never fails)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    shape = numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "shape")
+    shape = numpy_helper.from_array(np.array([rows, 4], dtype=np.int64), "shape")
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["x", "shape"], ["y"])], "explodes",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],

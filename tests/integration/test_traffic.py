@@ -1,12 +1,14 @@
 """Traffic policies on the shared cluster, under load: a 90/10 split over 10,000 requests lands within the
-binomial 99.9% interval, weights changed ten times under load fail no request, sticky keys keep their
-version (over HTTP and gRPC) and only the expected share moves when weights change, a rollback restores
-the policy before, a promote (through the CLI) sends everything to one version while the other stays
-addressable, and a policy naming a missing version changes nothing."""
+binomial 99.9% interval, weights changed ten times under load fail no request, a shadow's copies are
+compared and counted, sticky keys keep their version (over HTTP and gRPC) and only the expected share
+moves when weights change, a rollback restores the policy before, a promote (through the CLI) sends
+everything to one version while the other stays addressable, a policy naming a missing version
+changes nothing, and a guard trips on a candidate made to fail and sets its weight to 0."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import requests
 from repository_helpers import BODY, ROW, config_for, wait_for, write_version
 
 from bench.traffic import Traffic
+from conftest import build_explodes
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +89,19 @@ def test_a_split_holds_its_proportions_and_changes_under_load_fail_nothing(serve
             'infergrid_shadow_requests_total{') and 'model="split"' in line and 'outcome="compared"' in line)
 
     assert wait_for(lambda: compared() >= 50, 30, "50 shadow copies compared")
+    # infergrid models compare: both versions' numbers and the shadow's agreement over a 3 s window.
+    traffic = Traffic(f"{url}/v2/models/split/infer", BODY, connections=4).start()
+    try:
+        shown = subprocess.run([sys.executable, "-m", "deployments.launch.cli", "models", "compare", "split", "1", "2",
+                                "--seconds", "3", "--url", url], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    finally:
+        traffic.stop()
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split() == ["version", "qps", "errors", "p50", "ms", "p99", "ms"], shown.stdout
+    assert float(lines[1].split()[1]) > 10 and lines[2].split()[0] == "2", shown.stdout
+    assert lines[3].startswith("shadow 2 of 1:") and "agreement" in lines[3], shown.stdout
 
 
 def test_sticky_keys_keep_their_version_and_rollback_restores(served: dict, new_model) -> None:
@@ -124,3 +140,86 @@ def test_sticky_keys_keep_their_version_and_rollback_restores(served: dict, new_
     shown = subprocess.run([sys.executable, "-m", "deployments.launch.cli", "models", "traffic", "sticky", "--url",
                             url], capture_output=True, text=True, env=env, timeout=60)
     assert '"2": 100' in shown.stdout and '"1": 0' in shown.stdout, shown.stdout
+
+
+def test_a_guard_sets_a_failing_candidate_to_weight_zero(served: dict) -> None:
+    url, folder = served["url"], served["repository"] / "guarded"
+    build_explodes(folder / "1", rows=-1)  # answers any batch
+    build_explodes(folder / "2")  # fails every request of two rows: the candidate made to fail
+    (folder / "config.pbtxt").write_text(
+        'backend: "onnxruntime" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ] version_policy: { all { } }')
+    two_rows = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
+    try:
+        wait_for(lambda: requests.post(f"{url}/v2/models/guarded/versions/2/infer", json=two_rows,
+                                       timeout=30).status_code == 500, 90, "both versions to serve")
+        guard = {"window": 20, "max_error_rate": 0.05}
+        assert _policy(url, "guarded", {"policy": {"weights": {"1": 50, "2": 50}, "guard": guard}}).status_code == 200
+        with requests.Session() as session:
+            statuses = [session.post(f"{url}/v2/models/guarded/infer", json=two_rows, timeout=30).status_code
+                        for _ in range(200)]
+        assert 0 < statuses.count(500) <= 25 and set(statuses[-100:]) == {200}, statuses
+        shown = wait_for(lambda: (lambda t: t if t["policy"]["weights"] == {"1": 50, "2": 0} else None)(
+            requests.get(f"{url}/v2/repository/models/guarded/traffic", timeout=30).json()), 30, "the trip recorded")
+        assert shown["events"][-1]["event"] == "trip" and "error rate" in shown["events"][-1]["reason"]
+        assert wait_for(lambda: any(line.startswith("infergrid_traffic_guard_events_total{") and 'model="guarded"' in line
+                                    and 'event="trip"' in line and line.endswith(" 1.0")
+                                    for line in requests.get(f"{url}/metrics", timeout=30).text.splitlines()),
+                        30, "the trip counted")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        wait_for(lambda: requests.post(f"{url}/v2/models/guarded/infer", json=two_rows, timeout=30).status_code
+                 == 404, 60, "guarded to be unloaded")
+
+
+SHADOWED_MODEL = '''
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        if {mode!r} == "fail":
+            raise RuntimeError("this shadow always fails")
+        time.sleep({delay})
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
+            "y", pb_utils.get_input_tensor_by_name(r, "x").as_numpy())]) for r in requests]
+'''
+
+
+def test_a_slow_or_failing_shadow_leaves_the_primary_alone(served: dict) -> None:
+    url, folder = served["url"], served["repository"] / "shadowed"
+    for version, mode, delay in ((1, "ok", 0.0), (2, "ok", 0.6), (3, "fail", 0.0)):
+        (folder / str(version)).mkdir(parents=True)
+        (folder / str(version) / "model.py").write_text(SHADOWED_MODEL.format(mode=mode, delay=delay))
+    (folder / "config.pbtxt").write_text(
+        'backend: "python" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ] instance_group [ { kind: KIND_CPU } ] '
+        'version_policy: { all { } }')
+    row = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
+    try:
+        wait_for(lambda: requests.post(f"{url}/v2/models/shadowed/versions/3/infer", json=row,
+                                       timeout=30).status_code == 500, 120, "the three versions to serve")
+        for shadow in (2, 3):  # slow (0.6 s a batch), then failing
+            policy = {"weights": {"1": 100}, "shadow": {"version": shadow, "share": 1.0, "timeout_ms": 2000}}
+            assert _policy(url, "shadowed", {"policy": policy}).status_code == 200
+            took, answers = [], []
+            with requests.Session() as session:
+                for _ in range(60):
+                    started = time.monotonic()
+                    answers.append(session.post(f"{url}/v2/models/shadowed/infer", json=row, timeout=30))
+                    took.append(time.monotonic() - started)
+            assert {(a.status_code, a.json()["model_version"]) for a in answers} == {(200, "1")}, shadow
+            assert sorted(took)[int(0.99 * len(took)) - 1] < 0.45, (shadow, sorted(took)[-5:])  # never waited
+
+        def outcomes() -> set[str]:
+            return {line.split('outcome="')[1].split('"')[0] for line in requests.get(
+                f"{url}/metrics", timeout=30).text.splitlines()
+                if line.startswith("infergrid_shadow_requests_total{") and 'model="shadowed"' in line}
+
+        assert wait_for(lambda: {"failed", "compared"} <= outcomes(), 30, "shadow outcomes counted")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        wait_for(lambda: requests.post(f"{url}/v2/models/shadowed/infer", json=row, timeout=30).status_code == 404,
+                 60, "shadowed to be unloaded")

@@ -173,3 +173,115 @@ def test_a_shadow_is_never_waited_for_and_its_failures_are_counted() -> None:
     assert TrafficPolicy.from_dict({"weights": {"1": 1}, "shadow": {"version": 3}}, "t").versions == (1, 3)
     with pytest.raises(ConfigError, match="shadow.share"):
         TrafficPolicy.from_dict({"weights": {"1": 1}, "shadow": {"version": 3, "share": 2}}, "t")
+
+
+def test_guard_windows_trip_on_errors_or_latency_and_step_when_they_pass() -> None:
+    from deployments.dataplane.guard import GuardWatch, p99
+    from deployments.repository.traffic import Guard
+
+    policy = TrafficPolicy(((1, 90), (2, 10)), guard=Guard(10, max_error_rate=0.1, max_p99_ratio=1.5,
+                                                           steps=(10, 50, 100)))
+    assert (policy.primary, policy.candidates) == (1, (2,)) and p99([0.1] * 99 + [5.0]) == 0.1
+    watch = GuardWatch()
+    for _ in range(10):
+        assert watch.observe(policy, 1, True, 0.010) is None  # the primary's window: p99 10 ms
+    events = [watch.observe(policy, 2, index >= 2, 0.011) for index in range(10)]
+    assert events[:-1] == [None] * 9 and events[-1].event == "trip" and "error rate 20.0%" in events[-1].reason
+    slow = [watch.observe(policy, 2, True, 0.020) for _ in range(10)][-1]
+    assert slow.event == "trip" and "max_p99_ratio" in slow.reason
+    passed = [watch.observe(policy, 2, True, 0.011) for _ in range(10)][-1]
+    assert passed.event == "step" and policy.stepped(2).weights == ((1, 50), (2, 50))
+    assert policy.stepped(2).stepped(2).weights == ((1, 0), (2, 100))
+    assert policy.stepped(2).stepped(2).stepped(2) is None and policy.with_weight(2, 0).candidates == ()
+    with pytest.raises(ConfigError, match="guard.steps"):
+        TrafficPolicy.from_dict({"weights": {"1": 1}, "guard": {"steps": [50, 10]}}, "t")
+    again = TrafficPolicy.from_dict(policy.to_dict(), "t")
+    assert again == policy
+
+
+def test_the_data_plane_applies_a_guard_trip_at_once_and_reports_it() -> None:
+    import asyncio
+
+    import numpy as np
+
+    from backends.errors import InferenceFailed
+
+    class Versions:
+        async def infer(self, inputs, version, timeout_s):
+            if version == "2":
+                raise InferenceFailed("the candidate is broken")
+            return int(version), {"p": inputs["x"]}
+
+    plane = DataPlane("m", Versions())
+    reported = []
+    plane.on_guard = lambda event, seen: reported.append((event.event, event.version, seen.to_dict()["weights"]))
+    plane.set_traffic({"weights": {"1": 50, "2": 50}, "guard": {"window": 10, "max_error_rate": 0.01}})
+
+    async def run() -> list[int]:
+        answered = []
+        for _ in range(200):
+            try:
+                answered.append((await plane.infer({"x": np.ones((1, 1))})).version)
+            except InferenceFailed:
+                answered.append(0)
+        return answered
+
+    answered = asyncio.run(run())
+    assert reported == [("trip", 2, {"1": 50, "2": 50})]
+    assert plane.traffic.to_dict()["weights"] == {"1": 50, "2": 0} and answered.count(0) == 10
+    assert set(answered[-50:]) == {1}  # after the trip only the primary answers
+
+
+def test_compare_reads_two_versions_from_two_scrapes() -> None:
+    from deployments.launch.compare_cli import parse_samples, quantile, shadow_row, version_rows
+    from deployments.observability.metrics import Recorder, merge_snapshots, render_prometheus
+
+    recorder = Recorder()
+    before = parse_samples(render_prometheus(merge_snapshots([recorder.snapshot()])).decode())
+    for version, latency, count in (("1", 0.004, 90), ("2", 0.040, 10)):
+        series = recorder.series("m", version)
+        for _ in range(count):
+            series.succeeded(1, latency, latency / 2, latency / 2, 0)
+    recorder.failure("m", "2", "BACKEND", 0.01)
+    recorder.inc("infergrid_shadow_requests", ("m", "1", "2", "compared"), 10)
+    recorder.inc("infergrid_shadow_agreements", ("m", "1", "2"), 9)
+    recorder.inc("infergrid_shadow_abs_diff_sum", ("m", "1", "2"), 0.5)
+    after = parse_samples(render_prometheus(merge_snapshots([recorder.snapshot()])).decode())
+    rows = {r["version"]: r for r in version_rows(before, after, 10.0, "m", [1, 2])}
+    assert rows[2]["errors"] == 1 and rows[1]["qps"] == pytest.approx(9.0) and rows[2]["qps"] == pytest.approx(1.1)
+    assert rows[1]["p50_ms"] < 5 < 25 < rows[2]["p50_ms"] <= 50
+    shadow = shadow_row(before, after, "m", [1, 2])
+    assert shadow["compared"] == 10 and shadow["agreement"] == 0.9 and shadow["mean_abs_diff"] == 0.05
+    assert shadow_row(before, after, "m", [2, 1])["primary"] == 1  # either order
+    assert quantile(0.5, [(0.01, 50.0), (0.1, 100.0), (float("inf"), 100.0)]) == 0.01
+    assert quantile(0.99, [(0.01, 50.0), (0.1, 100.0), (float("inf"), 100.0)]) == pytest.approx(0.0982)
+    assert quantile(0.5, []) is None
+
+
+def test_a_change_is_answered_once_every_front_door_applied_it() -> None:
+    import asyncio
+
+    from deployments.control.publication import ServedModels
+    from deployments.dataplane.table import ServedModel
+
+    async def run() -> tuple[bool, bool, bool]:
+        served = ServedModels()
+        generation, _ = await served.watch(None, "door-a")
+        served.add(ServedModel("m", traffic={"weights": {"1": 1}}))
+        early = await served.await_applied(2, 0.05)  # nobody has applied it yet
+        new, _ = await served.watch(generation, "door-a")  # the change reaches the doors ...
+        loop = asyncio.get_running_loop()
+
+        async def applies(door: str, after_s: float) -> None:
+            await asyncio.sleep(after_s)
+            await served.watch(new, door)  # ... and each door's next poll acks it (then waits)
+
+        tasks = [loop.create_task(applies("door-a", 0.0)), loop.create_task(applies("door-b", 0.05))]
+        one_short = await served.await_applied(3, 0.2)
+        both = await served.await_applied(2, 2.0)
+        for task in tasks:
+            task.cancel()
+        return early, both, one_short
+
+    early, both, one_short = asyncio.run(run())
+    assert (early, both, one_short) == (False, True, False)
