@@ -1,13 +1,16 @@
-"""The cost of a traffic policy: one version alone, a 50/50 split, and 100% shadowing, in one run.
+"""The cost of a traffic policy: one version alone, a policy sending it everything, a 50/50 split, and
+100% shadowing, in one run.
 
     python -m bench.traffic_policy --out bench/results [--seconds 10] [--rounds 3] [--conns 64]
 
-Serves three copies of the example ``fraud`` model (ONNX), each with versions 1 and 2: ``single`` (no
-policy: every request to version 2), ``split`` (``1: 50, 2: 50``) and ``shadow`` (``2: 100`` with version 1
-shadowing every request). wrk drives ``POST /v2/models/<copy>/infer`` at each connection count, the three
-interleaved per round, the order flipped every round. Ratios are paired within a round against
-``single``: the split should cost nothing measurable (target: <= 5% of QPS); the shadow doubles the
-model work, so its QPS may drop by up to half (its own share of the capacity), never more.
+Serves four copies of the example ``fraud`` model (ONNX), each with versions 1 and 2 loaded: ``single``
+(no policy: every request to version 2), ``policy_100`` (``2: 100, 1: 0``: the policy's own cost, the same
+routing), ``split`` (``1: 50, 2: 50``: two replicas share the load, each batching half of it) and ``shadow``
+(``2: 100`` with version 1 shadowing every request). wrk drives ``POST /v2/models/<copy>/infer`` at each
+connection count, interleaved per round, the order flipped every round. Ratios are paired within a round
+against ``single``: the policy should cost nothing measurable (target: <= 5% of QPS); a split costs
+what serving two versions at once costs on these cores; the shadow doubles the model work, so its
+QPS may drop by up to half (its own share of the capacity), never more.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ from bench.tfserving_predict import _DONE, _WRK
 
 sys.path.insert(0, str(ROOT / "examples"))
 
-POLICIES = {"single": None, "split": {"weights": {"1": 50, "2": 50}},
+POLICIES = {"single": None, "policy_100": {"weights": {"2": 100, "1": 0}}, "split": {"weights": {"1": 50, "2": 50}},
             "shadow": {"weights": {"2": 100}, "shadow": {"version": 1, "share": 1.0}}}
 
 
 def repository(folder: Path) -> Path:
-    """Three copies of fraud, versions 1 and 2 each (version_policy all), their traffic.json written."""
+    """A copy of fraud per policy, versions 1 and 2 each (version_policy all), their traffic.json written."""
     from build_repository import FRAUD_CONFIG, build_fraud
 
     from deployments.repository.traffic import TrafficPolicy, write_traffic
@@ -70,10 +73,11 @@ def wrk(url: str, lua: Path, conns: int, seconds: int) -> dict:
 
 
 def report(rows: list[dict], command: str) -> str:
-    lines = ["# The cost of a traffic policy: one version, a 50/50 split, 100% shadowing (fraud, ONNX)", "",
+    lines = ["# The cost of a traffic policy: one version, a policy, a 50/50 split, 100% shadowing (fraud, ONNX)", "",
              f"`{command}` on {os.cpu_count()} cores, {platform.platform()}, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; wrk on the same cores.", "",
-             "| policy | conns | QPS | p50 ms | p99 ms | errors | QPS / single |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| policy | conns | QPS | p50 ms | p99 ms | errors | QPS / single |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for conns in sorted({r["conns"] for r in rows}):
         for name in POLICIES:
             mine = [r for r in rows if r["policy"] == name and r["conns"] == conns]

@@ -5,6 +5,9 @@ member's routing table from the repository controller (so a member's hot swap is
 redeploying the ensemble, and the controller waits for this replica's ack before retiring the old
 version) and batches the member's rows across concurrent ensemble requests with the member's own
 ``dynamic_batching`` settings. One hop per member batch, straight to the member's version replicas.
+A member's traffic policy (``deployments.repository.traffic``) holds for the composite's calls too: the
+replica follows the served models from the controller for its members' policies, and an unversioned
+member call goes where the policy sends it, sticky on the composite request's key (its headers).
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from typing import Any
 
 import numpy as np
 
+import ray
+
 from backends.errors import ModelNotReady, StepFailed
 from deployments.dataplane.router import ModelRouter, replica_identity
 from deployments.dataplane.table import Route
+from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
+from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.metrics import Recorder
+from deployments.repository.traffic import TrafficPolicy
 
 __all__ = ["Members", "MEMBER_WAIT_S"]
 
@@ -40,6 +48,7 @@ class Members:
     def __init__(self, composite: str, names: tuple[str, ...], controller: str | None = None,
                  static: Mapping[str, Mapping[str, Any]] | None = None, recorder: Recorder | None = None) -> None:
         self._composite = composite
+        self._policies: dict[str, TrafficPolicy] = {}  # the members' traffic policies
         static = static or {}
         # Member calls are counted as the member's requests (a member's numbers cover every caller).
         self._routers = {name: ModelRouter(name, (static.get(name) or {}).get("handles"), recorder) for name in names}
@@ -50,6 +59,7 @@ class Members:
             # One replica id per (replica, member): the controller keys acks by id within each model.
             self._tasks = [loop.create_task(router.follow(controller, watcher))
                            for router in self._routers.values()]
+            self._tasks.append(loop.create_task(self._follow_policies(controller)))
         for name, spec in static.items():
             if name in self._routers:
                 routes = [Route.from_dict(r) for r in spec.get("routes", [])]
@@ -75,9 +85,28 @@ class Members:
         try:
             if not await router.wait_for_table(MEMBER_WAIT_S):
                 raise ModelNotReady(f"model {member!r} is not served")
+            policy = self._policies.get(member) if version is None else None
+            if policy is not None:
+                version = policy.choose(REQUEST_HEADERS.get(), parameters=REQUEST_PARAMETERS.get())
             return (await router.infer(inputs, version))[1]
         except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
             raise StepFailed.of_member(self._composite, label, exc) from exc
+
+    async def _follow_policies(self, controller_name: str) -> None:
+        """Long-poll the controller's served models for the members' traffic policies, for the replica's life."""
+        generation, controller = None, None
+        while True:
+            try:
+                if controller is None:
+                    controller = ray.get_actor(controller_name, namespace=CONTROLLER_NAMESPACE)
+                generation, models = await controller.served_models.remote(generation)
+                self._policies = {name: TrafficPolicy.from_dict(models[name].traffic, name) for name in self._routers
+                                  if name in models and models[name].traffic}
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - controller restarting: keep the policies, ask again
+                controller = None
+                await asyncio.sleep(0.5)
 
     async def ready(self) -> bool:
         """True when every member has a version that can serve."""

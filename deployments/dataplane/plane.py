@@ -23,7 +23,7 @@ from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy, GroupOf
 from deployments.dataplane.guard import GuardEvent, GuardWatch
 from deployments.dataplane.shadow import ShadowMirror
-from deployments.dataplane.traffic import REQUEST_HEADERS
+from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
 from deployments.observability.hub import hub_handle
 from deployments.observability.metrics import Recorder, triton_statistics
 from deployments.protocol.limits import RequestLimits, check_body_size
@@ -176,7 +176,7 @@ class DataPlane:
         unversioned request of a model with a traffic policy goes where the policy sends it (its sticky
         key from the request's headers). Metadata calls never split: they use ``version()``."""
         if (version is None or version == "") and self.traffic is not None:
-            return str(self.traffic.choose(REQUEST_HEADERS.get()))
+            return str(self.traffic.choose(REQUEST_HEADERS.get(), parameters=REQUEST_PARAMETERS.get()))
         return self.version(version)
 
     def refused(self, version: str | None) -> None:

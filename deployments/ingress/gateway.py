@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +25,7 @@ from deployments.dataplane.auth import AuthPolicy
 from deployments.dataplane.plane import DataPlane, ModelDescription
 from deployments.dataplane.router import ModelRouter
 from deployments.dataplane.table import Route, ServedModel, Watcher
+from deployments.dataplane.traffic import REQUEST_HEADERS
 from deployments.dataplane.version_route import VersionRoute
 from deployments.ingress.http import HttpReply, endpoint_group, error_reply
 from deployments.ingress.listener import HttpRequest
@@ -48,6 +50,12 @@ _PIPELINES = "/pipelines/"
 _RETRY_S = 0.5
 _READY_TIMEOUT_S = 5.0
 _RESPONSE_ID = REQUEST_ID_HEADER.lower()
+
+
+def handler_visible(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The request's headers as a composite's replica gets them (its members' sticky traffic keys): all but
+    the API key."""
+    return None if headers is None else {k: v for k, v in headers.items() if k != "authorization"}
 
 
 class Door:
@@ -76,7 +84,8 @@ class Door:
             return await self.api.reply(request.method, path, header_length, request.body, request_id,
                                         request.headers.get(TIMEOUT_HEADER.lower()))
         return await self.handle.http.remote(request.method, path, header_length, request.body, request_id,
-                                             request.headers.get(TIMEOUT_HEADER.lower()))
+                                             request.headers.get(TIMEOUT_HEADER.lower()),
+                                             handler_visible(request.headers))
 
     async def plain_json(self, body: bytes) -> HttpReply:
         if self.api is not None:
@@ -94,7 +103,8 @@ class Door:
         if self.api is not None:
             outcome = await self.api.plane.infer(inputs, version, timeout_s)
             return outcome.version, outcome.outputs
-        return await self.handle.infer_versioned.remote(inputs, version, timeout_s)
+        return await self.handle.infer_versioned.remote(inputs, version, timeout_s,
+                                                        handler_visible(REQUEST_HEADERS.get()))
 
     async def other_signature(self, name: str, version: str | None) -> tuple[VersionRoute, ModelSignature]:
         """The version route and the signature ``name`` of a SavedModel's other signatures (TF Serving's

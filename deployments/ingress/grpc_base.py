@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from backends.errors import ModelNotFound, Overloaded, status_of, unwrap_error
-from deployments.dataplane.traffic import REQUEST_HEADERS
+from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
 from deployments.ingress.gateway import Door, Gateway
 from deployments.ingress.loops import LoopThread, run_on
 from deployments.protocol.v2_grpc import GRPC_CODES
@@ -38,6 +38,7 @@ async def _with_metadata(context: grpc.aio.ServicerContext, work: Awaitable[Any]
     """Run ``work`` with the call's metadata as the request's headers (sticky traffic keys)."""
     REQUEST_HEADERS.set({name: value for name, value in context.invocation_metadata() or ()
                          if isinstance(value, str)})
+    REQUEST_PARAMETERS.set(None)  # a v2 decoder sets the request's own
     return await work
 
 

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded, unwrap_error
 from deployments.dataplane.plane import served_versions
+from deployments.dataplane.traffic import REQUEST_PARAMETERS
 from deployments.ingress.gateway import Gateway
 from deployments.ingress.grpc_base import GrpcServicer, Registration, rpc
 from deployments.ingress.loops import run_on
@@ -96,6 +97,7 @@ class GrpcV2(GrpcServicer, service_pb2_grpc.GRPCInferenceServiceServicer):
             decoded = decode_grpc_infer(request, door.served.limits)
             if decoded.id:
                 CLIENT_ID.set(decoded.id)
+            REQUEST_PARAMETERS.set(decoded.parameters)  # a traffic policy may be sticky on one
             timeout_s = request_timeout_s(None, decoded.parameters.get("timeout"))
             version, outputs = await door.infer_versioned(decoded.inputs, decoded.version or None, timeout_s)
             return encode_grpc_infer(decoded, str(version), outputs, door.served.labels, door.served.config)

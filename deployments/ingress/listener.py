@@ -27,7 +27,7 @@ from typing import Any
 
 import httptools
 
-from deployments.dataplane.traffic import REQUEST_HEADERS
+from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
 from deployments.ingress.http import HttpReply, json_reply
 
 __all__ = ["HttpRequest", "HttpListener", "reuse_port_socket"]
@@ -184,6 +184,7 @@ class _Connection(asyncio.Protocol):
                 if reply is None:
                     try:
                         REQUEST_HEADERS.set(request.headers)  # sticky traffic keys (deployments.dataplane.traffic)
+                        REQUEST_PARAMETERS.set(None)  # a v2 decoder sets the request's own
                         reply = await self._handler(request)
                     except Exception as exc:  # noqa: BLE001 - the handler renders its errors; this is a last resort
                         logger.exception("HTTP handler failed")

@@ -10,12 +10,13 @@ through this class; only the data plane's ``Servable`` differs.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import numpy as np
 
 from backends.errors import InvalidRequest, MethodNotAllowed, ModelNotFound, PayloadTooLarge
 from deployments.dataplane.plane import DataPlane, ModelDescription
+from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
 from deployments.ingress.http import HttpReply, error_reply, json_reply
 from deployments.names import model_route
 from deployments.observability.logs import CLIENT_ID, REQUEST_ID, new_request_id
@@ -129,6 +130,7 @@ class V2HttpApi:
             raise
         if infer_request.id:
             CLIENT_ID.set(infer_request.id)
+        REQUEST_PARAMETERS.set(infer_request.parameters)  # a traffic policy may be sticky on one
         timeout_s = request_timeout_s(timeout_ms, infer_request.parameters.get("timeout"))
         outcome = await self.plane.infer(infer_request.inputs, version, timeout_s)
         body, json_length = encode_infer_response(infer_request, self._model, str(outcome.version), outcome.outputs,
@@ -145,8 +147,11 @@ class V2Deployment:
     _api: V2HttpApi
 
     async def http(self, method: str, path: str, header_length: str | None, body: bytes,
-                   request_id: str | None = None, timeout_ms: str | None = None) -> HttpReply:
-        """The HTTP API through a handle: the front door forwards a composite's requests here."""
+                   request_id: str | None = None, timeout_ms: str | None = None,
+                   headers: Mapping[str, str] | None = None) -> HttpReply:
+        """The HTTP API through a handle: the front door forwards a composite's requests here, with the
+        request's headers (its members' traffic policies may be sticky on one)."""
+        REQUEST_HEADERS.set(headers)
         return await self._api.reply(method, path, header_length, body, request_id, timeout_ms)
 
     async def plain_json(self, body: bytes) -> HttpReply:
@@ -158,8 +163,10 @@ class V2Deployment:
         return (await self._api.plane.infer(inputs, version)).outputs
 
     async def infer_versioned(self, inputs: dict[str, np.ndarray], version: str | None = None,
-                              timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+                              timeout_s: float | None = None,
+                              headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, np.ndarray]]:
         """(version that answered, outputs): for transports that report the version (gRPC)."""
+        REQUEST_HEADERS.set(headers)
         outcome = await self._api.plane.infer(inputs, version, timeout_s)
         return outcome.version, outcome.outputs
 

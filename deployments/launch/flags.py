@@ -149,6 +149,8 @@ def build_parser(serve: Callable, config: Callable, models: Callable) -> argpars
     m.add_argument("--split", metavar="V=W,...", help="traffic: weights per version, e.g. 3=90,4=10 (docs/traffic.md)")
     m.add_argument("--sticky-header", metavar="NAME", help="traffic with --split: a header (gRPC metadata key) "
                                                           "whose value keeps a client on one version")
+    m.add_argument("--sticky-parameter", metavar="NAME", help="traffic with --split: a v2 request parameter whose "
+                                                             "value keeps a client on one version")
     m.add_argument("--promote", type=int, metavar="V", help="traffic: every unversioned request to V")
     m.add_argument("--rollback", action="store_true", help="traffic: restore the policy before the last change")
     m.add_argument("--clear", action="store_true", help="traffic: no policy (unversioned: the newest version)")

@@ -1,7 +1,7 @@
 """``infergrid models traffic NAME``: a model's traffic policy through the repository API.
 
     infergrid models traffic fraud                                  # show it
-    infergrid models traffic fraud --split 3=90,4=10 [--sticky-header x-user-id]
+    infergrid models traffic fraud --split 3=90,4=10 [--sticky-header x-user-id | --sticky-parameter user_id]
     infergrid models traffic fraud --promote 4                      # all to 4; the rest stay at 0
     infergrid models traffic fraud --rollback                       # the policy before the last change
     infergrid models traffic fraud --clear                          # no policy: the newest version
@@ -34,6 +34,8 @@ def traffic_change(args: argparse.Namespace) -> dict | None:
         policy: dict = {"weights": parse_split(args.split)}
         if args.sticky_header:
             policy["sticky"] = {"header": args.sticky_header}
+        elif getattr(args, "sticky_parameter", None):
+            policy["sticky"] = {"parameter": args.sticky_parameter}
         return {"policy": policy}
     if args.promote is not None:
         return {"promote": args.promote}

@@ -7,7 +7,8 @@ picked up by the next poll; written whole by the repository API).
 
 Unversioned inference requests of a model with a policy go to a version chosen by weight; a request
 that names a version or a label still gets that version, so a version of weight 0 stays loaded and
-addressable. With ``sticky.header`` (an HTTP header or gRPC metadata key) the choice is weighted
+addressable. With ``sticky.header`` (an HTTP header or gRPC metadata key; or ``sticky.parameter``, a
+KServe v2 request parameter) the choice is weighted
 rendezvous hashing of the key: the same key always lands on the same version while the weights stay,
 and when they change only the share that must move moves (raising a version's weight moves keys to it
 and to nowhere else). Without a key the split is at random in the given proportions. A shadow version
@@ -144,6 +145,7 @@ class TrafficPolicy:
     sticky_header: str = ""
     shadow: Shadow | None = None
     guard: Guard | None = None
+    sticky_parameter: str = ""  # a v2 request parameter (HTTP body or gRPC), instead of a header
 
     @property
     def primary(self) -> int:
@@ -178,10 +180,16 @@ class TrafficPolicy:
         named = tuple(version for version, _ in self.weights)
         return named + ((self.shadow.version,) if self.shadow and self.shadow.version not in named else ())
 
-    def choose(self, headers: Mapping[str, str] | None = None, rng: random.Random | None = None) -> int:
-        """The version an unversioned request goes to (its sticky key from ``headers``, if any)."""
+    def choose(self, headers: Mapping[str, str] | None = None, rng: random.Random | None = None,
+               parameters: Mapping[str, Any] | None = None) -> int:
+        """The version an unversioned request goes to (its sticky key from ``headers`` or the request's
+        ``parameters``, if the policy names one and the request has it)."""
         live = [(version, weight) for version, weight in self.weights if weight > 0]
-        key = headers.get(self.sticky_header) if headers is not None and self.sticky_header else None
+        if self.sticky_parameter:
+            value = parameters.get(self.sticky_parameter) if parameters is not None else None
+            key = None if value is None or isinstance(value, bool) else str(value)
+        else:
+            key = headers.get(self.sticky_header) if headers is not None and self.sticky_header else None
         if key:
             return max(live, key=lambda item: item[1] / -math.log(_unit(key, item[0])))[0]
         point = (rng or random).random() * sum(weight for _, weight in live)
@@ -195,13 +203,13 @@ class TrafficPolicy:
         """Every unversioned request to ``version``; the other versions stay loaded at weight 0."""
         others = tuple((v, 0) for v, _ in self.weights if v != version)
         shadow = self.shadow if self.shadow is not None and self.shadow.version != version else None
-        return TrafficPolicy(((version, 100), *others), self.sticky_header, shadow, self.guard)
+        return TrafficPolicy(((version, 100), *others), self.sticky_header, shadow, self.guard, self.sticky_parameter)
 
     def to_dict(self) -> dict:
         """The policy as ``traffic.json`` and the repository API write it."""
         data: dict[str, Any] = {"weights": {str(version): weight for version, weight in self.weights}}
-        if self.sticky_header:
-            data["sticky"] = {"header": self.sticky_header}
+        if self.sticky_header or self.sticky_parameter:
+            data["sticky"] = {"header": self.sticky_header} if self.sticky_header else {"parameter": self.sticky_parameter}
         if self.shadow is not None:
             data["shadow"] = self.shadow.to_dict()
         if self.guard is not None:
@@ -229,13 +237,27 @@ class TrafficPolicy:
             checked.append((int(version), weight))
         if not any(weight > 0 for _, weight in checked):
             raise ConfigError(f"{where}.weights: at least one version needs a weight above 0")
-        sticky = data.get("sticky") or {}
-        header = sticky.get("header", "") if isinstance(sticky, Mapping) else None
-        if not isinstance(header, str) or any(c not in _HEADER_NAME for c in header.lower()):
-            raise ConfigError(f"{where}.sticky.header: {header!r} is not a header name")
+        header, parameter = _sticky(data.get("sticky") or {}, f"{where}.sticky")
         shadow = Shadow.from_dict(data["shadow"], f"{where}.shadow") if data.get("shadow") is not None else None
         guard = Guard.from_dict(data["guard"], f"{where}.guard") if data.get("guard") is not None else None
-        return cls(tuple(sorted(checked)), header.lower(), shadow, guard)
+        return cls(tuple(sorted(checked)), header, shadow, guard, parameter)
+
+
+def _sticky(sticky: Any, where: str) -> tuple[str, str]:
+    """(header, parameter) of ``{"header": "x-user-id"}`` or ``{"parameter": "user_id"}`` (one of them).
+
+    Raises:
+        ConfigError: both, neither, or a bad name.
+    """
+    _known_fields(sticky, ("header", "parameter"), where)
+    header, parameter = sticky.get("header", ""), sticky.get("parameter", "")
+    if header and parameter:
+        raise ConfigError(f"{where}: give a header or a parameter, not both")
+    if not isinstance(header, str) or any(c not in _HEADER_NAME for c in header.lower()):
+        raise ConfigError(f"{where}.header: {header!r} is not a header name")
+    if not isinstance(parameter, str) or (parameter and not parameter.replace("_", "").replace("-", "").isalnum()):
+        raise ConfigError(f"{where}.parameter: {parameter!r} is not a parameter name")
+    return header.lower(), parameter
 
 
 def parse_split(text: str) -> dict[str, int]:

@@ -43,6 +43,35 @@ def _two_versions(url: str, new_model, name: str, seed: int) -> None:
              "version 2 to serve")
 
 
+ENSEMBLE = """name: "sticky_ens" platform: "ensemble" max_batch_size: 64
+input [ { name: "features" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "p" data_type: TYPE_FP32 dims: [ 1 ] } ]
+ensemble_scheduling { step [ { model_name: "sticky" model_version: -1 input_map { key: "features" value: "features" }
+                               output_map { key: "fraud_probability" value: "p" } } ] }
+"""
+
+
+def _ensemble_follows_the_member_policy(url: str, repository: Path, keys: list[str]) -> None:
+    """An ensemble calling ``sticky`` gets, for each key, what the key's version of ``sticky`` answers."""
+    folder = repository / "sticky_ens"
+    folder.mkdir()
+    (folder / "config.pbtxt").write_text(ENSEMBLE)
+    try:
+        wait_for(lambda: requests.post(f"{url}/v2/models/sticky_ens/infer", json=BODY, timeout=30).ok, 90,
+                 "the ensemble to serve")
+        with requests.Session() as session:
+            for key in keys:
+                direct = session.post(f"{url}/v2/models/sticky/infer", json=BODY, headers={"X-User-Id": key},
+                                      timeout=30).json()["outputs"][0]["data"]
+                composite = session.post(f"{url}/v2/models/sticky_ens/infer", json=BODY, headers={"X-User-Id": key},
+                                         timeout=30).json()["outputs"][0]["data"]
+                assert composite == direct, key
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        wait_for(lambda: requests.post(f"{url}/v2/models/sticky_ens/infer", json=BODY, timeout=30).status_code
+                 == 404, 60, "the ensemble to be unloaded")
+
+
 def _versions_by_key(url: str, model: str, keys: list[str]) -> list[str]:
     with requests.Session() as session:
         return [session.post(f"{url}/v2/models/{model}/infer", json=BODY, headers={"X-User-Id": key},
@@ -121,6 +150,7 @@ def test_sticky_keys_keep_their_version_and_rollback_restores(served: dict, new_
     over_grpc = [client.infer("sticky", inputs, headers={"x-user-id": key}).get_response().model_version
                  for key in keys[:40]]
     assert over_grpc == first[:40]  # gRPC metadata is the same key
+    _ensemble_follows_the_member_policy(url, served["repository"], keys[:40])
     assert _policy(url, "sticky", {"policy": {**ninety, "weights": {"1": 50, "2": 50}}}).status_code == 200
     second = _versions_by_key(url, "sticky", keys)
     moved = [(a, b) for a, b in zip(first, second) if a != b]
@@ -128,6 +158,16 @@ def test_sticky_keys_keep_their_version_and_rollback_restores(served: dict, new_
     rolled = _policy(url, "sticky", {"rollback": True})
     assert rolled.status_code == 200 and rolled.json()["policy"] == ninety, rolled.text
     assert _versions_by_key(url, "sticky", keys) == first
+    # Sticky on a v2 request parameter instead of a header.
+    assert _policy(url, "sticky", {"policy": {"weights": {"1": 50, "2": 50}, "sticky": {"parameter": "user_id"}}}
+                   ).status_code == 200
+
+    def by_parameter(user: int) -> str:
+        body = {**BODY, "parameters": {"user_id": user}}
+        return requests.post(f"{url}/v2/models/sticky/infer", json=body, timeout=30).json()["model_version"]
+
+    chosen = [by_parameter(user) for user in range(30)]
+    assert chosen == [by_parameter(user) for user in range(30)] and set(chosen) == {"1", "2"}
     # The CLI: promote version 2; version 1 stays loaded and addressable by number.
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     promoted = subprocess.run([sys.executable, "-m", "deployments.launch.cli", "models", "traffic", "sticky",

@@ -102,7 +102,8 @@ def test_the_data_plane_routes_unversioned_inference_by_the_policy() -> None:
 
 def test_the_cli_flags_become_one_change() -> None:
     def args(**kwargs) -> argparse.Namespace:
-        values = {"split": None, "sticky_header": None, "promote": None, "rollback": False, "clear": False}
+        values = {"split": None, "sticky_header": None, "sticky_parameter": None, "promote": None, "rollback": False,
+                  "clear": False}
         return argparse.Namespace(**{**values, **kwargs})
 
     assert traffic_change(args()) is None
@@ -285,3 +286,23 @@ def test_a_change_is_answered_once_every_front_door_applied_it() -> None:
 
     early, both, one_short = asyncio.run(run())
     assert (early, both, one_short) == (False, True, False)
+
+
+def test_a_policy_sticky_on_a_request_parameter() -> None:
+    from deployments.dataplane.traffic import REQUEST_PARAMETERS
+
+    policy = TrafficPolicy.from_dict({"weights": {"1": 50, "2": 50}, "sticky": {"parameter": "user_id"}}, "t")
+    assert policy.to_dict()["sticky"] == {"parameter": "user_id"} and TrafficPolicy.from_dict(policy.to_dict(), "t")
+    picks = {policy.choose(None, parameters={"user_id": 7}) for _ in range(20)}
+    assert len(picks) == 1 and policy.choose(None, parameters={"user_id": "7"}) in picks  # the value as text
+    plane = DataPlane("m", servable=None)
+    plane.set_traffic(policy.to_dict())
+    token = REQUEST_PARAMETERS.set({"user_id": 7})
+    try:
+        assert {plane.routed(None) for _ in range(10)} == {str(next(iter(picks)))}
+    finally:
+        REQUEST_PARAMETERS.reset(token)
+    for bad, field in (({"header": "a", "parameter": "b"}, "not both"), ({"parameter": "a b"}, "parameter"),
+                       ({"cookie": "x"}, "cookie")):
+        with pytest.raises(ConfigError, match=field):
+            TrafficPolicy.from_dict({"weights": {"1": 1}, "sticky": bad}, "t")
