@@ -3,9 +3,10 @@
 
     python -m bench.traffic_policy --out bench/results [--seconds 10] [--rounds 3] [--conns 64]
 
-Serves four copies of the example ``fraud`` model (ONNX), each with versions 1 and 2 loaded: ``single``
+Serves five copies of the example ``fraud`` model (ONNX), each with versions 1 and 2 loaded: ``single``
 (no policy: every request to version 2), ``policy_100`` (``2: 100, 1: 0``: the policy's own cost, the same
-routing), ``split`` (``1: 50, 2: 50``: two replicas share the load, each batching half of it) and ``shadow``
+routing), ``single_x2`` (no policy, version 2 on two replicas: the split's replica count), ``split``
+(``1: 50, 2: 50``: two replicas share the load, each batching half of it) and ``shadow``
 (``2: 100`` with version 1 shadowing every request). wrk drives ``POST /v2/models/<copy>/infer`` at each
 connection count, interleaved per round, the order flipped every round. Ratios are paired within a round
 against ``single``: the policy should cost nothing measurable (target: <= 5% of QPS); a split costs
@@ -34,8 +35,10 @@ from bench.tfserving_predict import _DONE, _WRK
 
 sys.path.insert(0, str(ROOT / "examples"))
 
-POLICIES = {"single": None, "policy_100": {"weights": {"2": 100, "1": 0}}, "split": {"weights": {"1": 50, "2": 50}},
+POLICIES = {"single": None, "policy_100": {"weights": {"2": 100, "1": 0}}, "single_x2": None,
+            "split": {"weights": {"1": 50, "2": 50}},
             "shadow": {"weights": {"2": 100}, "shadow": {"version": 1, "share": 1.0}}}
+REPLICAS = {"single_x2": 2}  # one version on two replicas: the split's replica count, without a policy
 
 
 def repository(folder: Path) -> Path:
@@ -48,7 +51,8 @@ def repository(folder: Path) -> Path:
     for name, policy in POLICIES.items():
         (root / name).mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(FRAUD_CONFIG.replace('name: "fraud"', f'name: "{name}"')
-                                                  .replace("latest { num_versions: 1 }", "all { }"))
+                                                  .replace("latest { num_versions: 1 }", "all { }")
+                                                  .replace("count: 1", f"count: {REPLICAS.get(name, 1)}"))
         build_fraud(root / name / "1", seed=1)
         build_fraud(root / name / "2", seed=2)
         if policy is not None:

@@ -286,7 +286,8 @@ class RepositoryController(NamedModelCalls, TorchServeCalls, TrafficCalls):
 
     async def index(self, ready_only: bool = False) -> list[IndexRow]:
         """Triton's repository index: one row per (model, version) with state and reason."""
-        return index_rows(self._models.states, self._models.policies, self._model_folders(), ready_only)
+        return self._with_guard_reasons(index_rows(self._models.states, self._models.policies, self._model_folders(),
+                                                   ready_only))
 
     async def describe(self) -> ControllerInfo:
         """Mode, repository and the applications owned (for tests and ``infergrid serve``)."""

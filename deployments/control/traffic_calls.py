@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from backends.errors import ConfigError, ModelNotFound, RepositoryError
 from deployments.names import FRONT_DOOR_APP, FRONT_DOOR_DEPLOYMENT
@@ -70,6 +71,27 @@ class TrafficCalls:
             {"time": time.time(), "event": event, "version": version, "reason": reason})
         await self._models.reconcile_locked(name)
         return True
+
+    def _with_guard_reasons(self, rows: list) -> list:
+        """Index rows with a tripped candidate's reason (while its weight stays 0): the guard's event in the index."""
+        tripped = {}
+        for name, events in self._traffic_events.items():
+            for event in events:  # oldest first: the last event of a version wins
+                tripped[(name, str(event["version"]))] = event if event["event"] == "trip" else None
+        out = []
+        for row in rows:
+            event = tripped.get((row.name, row.version))
+            if event is not None and not row.reason and self._weight_now(row.name, int(row.version)) == 0:
+                row = replace(row, reason=f"traffic guard tripped: {event['reason']} (weight 0)")
+            out.append(row)
+        return out
+
+    def _weight_now(self, name: str, version: int) -> float | None:
+        try:
+            policy = read_traffic(self._roots.folder(name))
+        except ConfigError:
+            return None
+        return dict(policy.weights).get(version) if policy is not None else None
 
     async def traffic(self, name: str) -> dict:
         """The model's policy (None: unversioned requests go to the newest version) and how many rollbacks

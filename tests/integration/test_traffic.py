@@ -202,6 +202,9 @@ def test_a_guard_sets_a_failing_candidate_to_weight_zero(served: dict) -> None:
         shown = wait_for(lambda: (lambda t: t if t["policy"]["weights"] == {"1": 50, "2": 0} else None)(
             requests.get(f"{url}/v2/repository/models/guarded/traffic", timeout=30).json()), 30, "the trip recorded")
         assert shown["events"][-1]["event"] == "trip" and "error rate" in shown["events"][-1]["reason"]
+        rows = requests.post(f"{url}/v2/repository/index", json={}, timeout=30).json()
+        [row] = [r for r in rows if r["name"] == "guarded" and r.get("version") == "2"]
+        assert row["state"] == "READY" and row["reason"].startswith("traffic guard tripped: error rate"), row
         assert wait_for(lambda: any(line.startswith("infergrid_traffic_guard_events_total{") and 'model="guarded"' in line
                                     and 'event="trip"' in line and line.endswith(" 1.0")
                                     for line in requests.get(f"{url}/metrics", timeout=30).text.splitlines()),
