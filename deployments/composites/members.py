@@ -18,13 +18,10 @@ from typing import Any
 
 import numpy as np
 
-import ray
-
 from backends.errors import ModelNotReady, StepFailed
-from deployments.dataplane.router import ModelRouter, replica_identity
+from deployments.dataplane.router import ModelRouter, follow_served_models, replica_identity
 from deployments.dataplane.table import Route
 from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
-from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.metrics import Recorder
 from deployments.repository.traffic import TrafficPolicy
 
@@ -59,7 +56,7 @@ class Members:
             # One replica id per (replica, member): the controller keys acks by id within each model.
             self._tasks = [loop.create_task(router.follow(controller, watcher))
                            for router in self._routers.values()]
-            self._tasks.append(loop.create_task(self._follow_policies(controller)))
+            self._tasks.append(loop.create_task(follow_served_models(controller, self._take_policies)))
         for name, spec in static.items():
             if name in self._routers:
                 routes = [Route.from_dict(r) for r in spec.get("routes", [])]
@@ -92,21 +89,10 @@ class Members:
         except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
             raise StepFailed.of_member(self._composite, label, exc) from exc
 
-    async def _follow_policies(self, controller_name: str) -> None:
-        """Long-poll the controller's served models for the members' traffic policies, for the replica's life."""
-        generation, controller = None, None
-        while True:
-            try:
-                if controller is None:
-                    controller = ray.get_actor(controller_name, namespace=CONTROLLER_NAMESPACE)
-                generation, models = await controller.served_models.remote(generation)
-                self._policies = {name: TrafficPolicy.from_dict(models[name].traffic, name) for name in self._routers
-                                  if name in models and models[name].traffic}
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - controller restarting: keep the policies, ask again
-                controller = None
-                await asyncio.sleep(0.5)
+    async def _take_policies(self, models: dict) -> None:
+        """The members' traffic policies, from the controller's served models."""
+        self._policies = {name: TrafficPolicy.from_dict(models[name].traffic, name) for name in self._routers
+                          if name in models and models[name].traffic}
 
     async def ready(self) -> bool:
         """True when every member has a version that can serve."""

@@ -187,11 +187,11 @@ class DataPlane:
     async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
                     timeout_s: float | None = None) -> InferOutcome:
         """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it)."""
-        policy = self.traffic if version in (None, "") else None
+        policy, target = self.traffic if version in (None, "") else None, self.routed(version)
         if policy is not None and policy.guard is not None:
-            answered_by, outputs = await self._guarded(policy, inputs, self.routed(version), timeout_s)
+            answered_by, outputs = await self._guarded(policy, inputs, target, timeout_s)
         else:
-            answered_by, outputs = await self.servable.infer(inputs, self.routed(version), timeout_s)
+            answered_by, outputs = await self.servable.infer(inputs, target, timeout_s)
         shadow = policy.shadow if policy is not None else None
         if shadow is not None and shadow.version != answered_by and random.random() < shadow.share:
             self._mirror.mirror(shadow, inputs, answered_by, outputs)  # after the answer: never waited for

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,12 @@ from ray import serve
 
 from backends.errors import ReplicaLost, ServingError, status_of
 from deployments.dataplane.plane import ModelDescription
-from deployments.dataplane.table import Route, Watcher, routes_token, select_version
+from deployments.dataplane.table import Route, ServedModel, Watcher, routes_token, select_version
 from deployments.dataplane.version_route import VersionRoute
 from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.metrics import Recorder, failure_reason
 
-__all__ = ["ModelRouter", "VersionRoute", "replica_identity"]
+__all__ = ["ModelRouter", "VersionRoute", "replica_identity", "follow_served_models"]
 
 _RETRY_S = 0.5
 _RETIRE_AFTER_S = 30.0  # a dropped version's handle is closed this long after the switch
@@ -43,6 +43,28 @@ def replica_identity() -> Watcher:
     """
     context = serve.get_replica_context()
     return Watcher(context.replica_id.unique_id, context.app_name, context.deployment)
+
+
+async def follow_served_models(controller_name: str, apply: Callable[[dict[str, ServedModel]], Awaitable[None]],
+                               replica: str | None = None) -> None:
+    """Long-poll the controller for the served models and ``apply`` each new set, for the replica's lifetime.
+
+    ``replica``: a front-door replica's id; its next poll after ``apply`` is its ack of the set it applied
+    (what a policy change waits for). A controller that restarts is asked again; nothing is dropped.
+    """
+    generation, controller = None, None
+    while True:
+        try:
+            if controller is None:
+                controller = ray.get_actor(controller_name, namespace=CONTROLLER_NAMESPACE)
+            generation, models = await controller.served_models.remote(generation, replica)
+            await apply(models)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - controller restarting: keep serving, ask again
+            logger.debug("served models unavailable (%s); retrying", exc)
+            controller = None
+            await asyncio.sleep(_RETRY_S)
 
 
 class ModelRouter:

@@ -11,28 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import ray
 from ray import serve
 
 from backends.errors import InvalidRequest, ModelNotFound, Overloaded
 from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy
 from deployments.dataplane.plane import DataPlane, ModelDescription
-from deployments.dataplane.router import ModelRouter
+from deployments.dataplane.router import ModelRouter, follow_served_models
 from deployments.dataplane.table import Route, ServedModel, Watcher
 from deployments.dataplane.traffic import REQUEST_HEADERS
 from deployments.dataplane.version_route import VersionRoute
-from deployments.ingress.http import HttpReply, endpoint_group, error_reply
+from deployments.ingress.http import HttpReply, endpoint_group, error_reply, handler_visible
 from deployments.ingress.listener import HttpRequest
 from deployments.ingress.server import ServerApi
 from deployments.ingress.tfserving_http import TF_MODELS, TfServingRest, tf_model_name
 from deployments.ingress.v2_http import TIMEOUT_HEADER, V2HttpApi
-from deployments.names import CONTROLLER_NAMESPACE, ENDPOINT_DEPLOYMENT, model_route
+from deployments.names import ENDPOINT_DEPLOYMENT, model_route
 from deployments.observability.hub import replica_recorder
 from deployments.observability.logs import REQUEST_ID_HEADER, new_request_id
 from deployments.observability.metrics import Recorder
@@ -47,15 +45,8 @@ logger = logging.getLogger("infergrid")
 
 _MODELS = "/v2/models/"
 _PIPELINES = "/pipelines/"
-_RETRY_S = 0.5
 _READY_TIMEOUT_S = 5.0
 _RESPONSE_ID = REQUEST_ID_HEADER.lower()
-
-
-def handler_visible(headers: Mapping[str, str] | None) -> dict[str, str] | None:
-    """The request's headers as a composite's replica gets them (its members' sticky traffic keys): all but
-    the API key."""
-    return None if headers is None else {k: v for k, v in headers.items() if k != "authorization"}
 
 
 class Door:
@@ -242,24 +233,15 @@ class Gateway:
             await door.close()
 
     async def follow_models(self) -> None:
-        """Long-poll the controller for the served models, for the replica's lifetime."""
-        generation, controller = None, None
-        while True:
-            try:
-                if controller is None:
-                    controller = ray.get_actor(self._controller, namespace=CONTROLLER_NAMESPACE)
-                generation, models = await controller.served_models.remote(
-                    generation, self._watcher.replica if self._watcher is not None else None)
-                for name in [n for n in self._doors if n not in models]:
-                    await self.remove(name)
-                for served in models.values():
-                    await self.add(served)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - controller restarting: keep serving, ask again
-                logger.debug("served models unavailable (%s); retrying", exc)
-                controller = None
-                await asyncio.sleep(_RETRY_S)
+        """Follow the controller's served models, for the replica's lifetime."""
+        await follow_served_models(self._controller, self._apply_models,
+                                   self._watcher.replica if self._watcher is not None else None)
+
+    async def _apply_models(self, models: dict[str, ServedModel]) -> None:
+        for name in [n for n in self._doors if n not in models]:
+            await self.remove(name)
+        for served in models.values():
+            await self.add(served)
 
     async def ready(self, models: list[str]) -> bool:
         """True when every model in ``models`` has a door here that can serve."""

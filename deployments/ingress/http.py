@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,8 @@ from starlette.responses import Response
 
 from backends.errors import Overloaded, ServingError, status_of, unwrap_error
 
-__all__ = ["HttpReply", "json_reply", "error_reply", "json_response", "error_response", "endpoint_group"]
+__all__ = ["HttpReply", "json_reply", "error_reply", "json_response", "error_response", "endpoint_group",
+           "handler_visible"]
 
 logger = logging.getLogger("infergrid")
 
@@ -83,3 +85,9 @@ def endpoint_group(path: str) -> str:
     if path == "/v2/repository" or path.startswith("/v2/repository/"):
         return "management"
     return "inference"
+
+
+def handler_visible(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The request's headers as code past the front door sees them (a TorchServe handler, a composite's
+    replica for its members' sticky traffic keys): all but the API key."""
+    return None if headers is None else {k: v for k, v in headers.items() if k != "authorization"}

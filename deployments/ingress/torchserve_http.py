@@ -31,7 +31,7 @@ import numpy as np
 
 from backends.errors import HandlerError, InvalidRequest, MethodNotAllowed, ModelNotFound, unwrap_error
 from backends.torchserve.wire import TS_CONTENT_TYPE, TS_INPUT, TS_OUTPUT, TsParameter, TsRequest
-from deployments.ingress.http import HttpReply, error_reply, json_reply
+from deployments.ingress.http import HttpReply, error_reply, handler_visible, json_reply
 
 if TYPE_CHECKING:
     from deployments.ingress.gateway import Gateway
@@ -95,7 +95,7 @@ def request_parts(content_type: str, body: bytes) -> tuple[TsParameter, ...]:
 def handler_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     """The headers a handler sees (``context.get_request_header``): all but the API key (and ``explain``,
     which only TorchServe's /explanations path sets)."""
-    return tuple((name, value) for name, value in headers.items() if name not in ("authorization", "explain"))
+    return tuple((name, value) for name, value in handler_visible(headers).items() if name != "explain")
 
 
 class TorchServeInference:
