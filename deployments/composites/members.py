@@ -7,7 +7,9 @@ version) and batches the member's rows across concurrent ensemble requests with 
 ``dynamic_batching`` settings. One hop per member batch, straight to the member's version replicas.
 A member's traffic policy (``deployments.repository.traffic``) holds for the composite's calls too: the
 replica follows the served models from the controller for its members' policies, and an unversioned
-member call goes where the policy sends it, sticky on the composite request's key (its headers).
+member call goes where the policy sends it (``deployments.dataplane.policy_route``): sticky on the
+composite request's key (its headers), unkeyed calls of a split batched together, with the policy's
+shadow copies and guard (whose trips and steps reach the controller as a front door's do).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import ray
 
 from backends.errors import ModelNotReady, StepFailed
+from deployments.dataplane.guard import GuardEvent
+from deployments.dataplane.policy_route import PolicyRoute
 from deployments.dataplane.router import ModelRouter, follow_served_models, replica_identity
 from deployments.dataplane.table import Route
-from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
+from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.metrics import Recorder
 from deployments.repository.traffic import TrafficPolicy
 
@@ -45,10 +50,14 @@ class Members:
     def __init__(self, composite: str, names: tuple[str, ...], controller: str | None = None,
                  static: Mapping[str, Mapping[str, Any]] | None = None, recorder: Recorder | None = None) -> None:
         self._composite = composite
-        self._policies: dict[str, TrafficPolicy] = {}  # the members' traffic policies
+        self._controller = controller
         static = static or {}
         # Member calls are counted as the member's requests (a member's numbers cover every caller).
         self._routers = {name: ModelRouter(name, (static.get(name) or {}).get("handles"), recorder) for name in names}
+        self._policies = {name: PolicyRoute(name, router.infer, router.infer_split, recorder)
+                          for name, router in self._routers.items()}  # the members' traffic policies
+        for policy in self._policies.values():
+            policy.report = self._report_guard if controller else None
         loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task] = []
         if controller:
@@ -82,17 +91,22 @@ class Members:
         try:
             if not await router.wait_for_table(MEMBER_WAIT_S):
                 raise ModelNotReady(f"model {member!r} is not served")
-            policy = self._policies.get(member) if version is None else None
-            if policy is not None:
-                version = policy.choose(REQUEST_HEADERS.get(), parameters=REQUEST_PARAMETERS.get())
+            policy = self._policies[member]
+            if version is None and policy.policy is not None:
+                return (await policy.infer(inputs))[1]
             return (await router.infer(inputs, version))[1]
         except Exception as exc:  # noqa: BLE001 - every member failure is reported as the step's
             raise StepFailed.of_member(self._composite, label, exc) from exc
 
     async def _take_policies(self, models: dict) -> None:
         """The members' traffic policies, from the controller's served models."""
-        self._policies = {name: TrafficPolicy.from_dict(models[name].traffic, name) for name in self._routers
-                          if name in models and models[name].traffic}
+        for name, policy in self._policies.items():
+            policy.set(models[name].traffic if name in models else None)
+
+    async def _report_guard(self, model: str, event: GuardEvent, seen: TrafficPolicy) -> None:
+        """A member's guard tripped or stepped in this replica: to the controller, as a front door reports."""
+        controller = ray.get_actor(self._controller, namespace=CONTROLLER_NAMESPACE)
+        await controller.traffic_event.remote(model, event.event, event.version, event.reason, seen.to_dict())
 
     async def ready(self) -> bool:
         """True when every member has a version that can serve."""

@@ -140,6 +140,8 @@ class Reconciler:
             config = policy.override
             if not config.platform and entry.config is not None:
                 config = replace(config, platform=entry.config.platform)
+            if entry.config is not None:  # traffic.json is beside the config, not in it: it still holds
+                config = replace(config, traffic=entry.config.traffic)
             entry = replace(entry, config=config)
         if entry.error:
             return ModelSnapshot(name, True, entry, error=entry.error)

@@ -10,20 +10,16 @@ batching, the call to the version's replicas, request timeouts and metrics all s
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from backends.errors import ModelNotFound, status_of
+from backends.errors import ModelNotFound
 from backends.signature import ModelSignature
 from deployments.dataplane.auth import AuthPolicy, GroupOf
-from deployments.dataplane.guard import GuardEvent, GuardWatch
-from deployments.dataplane.shadow import ShadowMirror
-from deployments.dataplane.traffic import REQUEST_HEADERS, REQUEST_PARAMETERS
+from deployments.dataplane.policy_route import PolicyRoute, ReportGuard
 from deployments.observability.hub import hub_handle
 from deployments.observability.metrics import Recorder, triton_statistics
 from deployments.protocol.limits import RequestLimits, check_body_size
@@ -107,10 +103,8 @@ class DataPlane:
         self.triton_config: Mapping = triton_config or {}
         self.labels: Mapping = labels or {}  # output -> class labels, for Triton's classification
         self.version_labels: Mapping[str, int] = version_labels or {}  # TF Serving's: "stable" -> 3
-        self.traffic: TrafficPolicy | None = None  # weights over the versions, for unversioned requests
-        self._guard = GuardWatch()
-        self.on_guard: Callable[[GuardEvent, TrafficPolicy], None] | None = None  # set by the front door
-        self._mirror = ShadowMirror(model, lambda inputs, version: servable.infer(inputs, version, None), recorder)
+        self._policy = PolicyRoute(model, lambda inputs, version, timeout_s: self.servable.infer(inputs, version, timeout_s),
+                                   getattr(servable, "infer_split", None), recorder)
         self._auth = auth or AuthPolicy()
         self._recorder = recorder
 
@@ -123,34 +117,18 @@ class DataPlane:
         """Refuse a body by its declared size before it is read (``PayloadTooLarge``)."""
         check_body_size(size_bytes, self.limits)
 
+    @property
+    def traffic(self) -> TrafficPolicy | None:
+        """The model's traffic policy (weights over its versions, for unversioned requests), or None."""
+        return self._policy.policy
+
     def set_traffic(self, policy: Mapping) -> None:
         """Take the model's traffic policy (``TrafficPolicy.to_dict()``; empty: none) from its served entry."""
-        taken = TrafficPolicy.from_dict(policy, f"{self.model} traffic") if policy else None
-        if taken != self.traffic:
-            self._guard.reset()
-        self.traffic = taken
+        self._policy.set(policy)
 
-    async def _guarded(self, policy: TrafficPolicy, inputs: dict[str, np.ndarray], target: str | int | None,
-                       timeout_s: float | None) -> tuple[int, dict[str, np.ndarray]]:
-        """Infer, and judge the outcome by the policy's guard (server-side failures count as errors)."""
-        started = time.monotonic()
-        try:
-            answered_by, outputs = await self.servable.infer(inputs, target, timeout_s)
-        except Exception as exc:
-            if status_of(exc) >= 500 and target is not None:
-                self._judge(policy, int(target), False, time.monotonic() - started)
-            raise
-        self._judge(policy, answered_by, True, time.monotonic() - started)
-        return answered_by, outputs
-
-    def _judge(self, policy: TrafficPolicy, version: int, ok: bool, seconds: float) -> None:
-        event = self._guard.observe(policy, version, ok, seconds)
-        if event is None or self.traffic is not policy:
-            return
-        self.traffic = policy.with_weight(event.version, 0) if event.event == "trip" else policy.stepped(event.version)
-        self._guard.reset()
-        if self.on_guard is not None:  # the controller makes it everyone's policy (traffic.json)
-            self.on_guard(event, policy)
+    def report_guard(self, report: ReportGuard) -> None:
+        """Where a guard's trip or step goes: the controller, which writes it into ``traffic.json``."""
+        self._policy.report = report
 
     def version(self, version: str | int | None) -> str | int | None:
         """The version a request names: a number, or a version label (``stable``) turned into the
@@ -171,14 +149,6 @@ class DataPlane:
             return str(self.version_labels[version])
         raise ModelNotFound(f"model {self.model!r} has no version or version label {version!r}")
 
-    def routed(self, version: str | int | None) -> str | int | None:
-        """The version an inference request goes to: ``version`` as ``version()`` reads it, except that an
-        unversioned request of a model with a traffic policy goes where the policy sends it (its sticky
-        key from the request's headers). Metadata calls never split: they use ``version()``."""
-        if (version is None or version == "") and self.traffic is not None:
-            return str(self.traffic.choose(REQUEST_HEADERS.get(), parameters=REQUEST_PARAMETERS.get()))
-        return self.version(version)
-
     def refused(self, version: str | None) -> None:
         """Count a request that failed before it reached a version (malformed, too large)."""
         if self._recorder is not None:
@@ -186,16 +156,13 @@ class DataPlane:
 
     async def infer(self, inputs: dict[str, np.ndarray], version: str | int | None = None,
                     timeout_s: float | None = None) -> InferOutcome:
-        """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it)."""
-        policy, target = self.traffic if version in (None, "") else None, self.routed(version)
-        if policy is not None and policy.guard is not None:
-            answered_by, outputs = await self._guarded(policy, inputs, target, timeout_s)
-        else:
-            answered_by, outputs = await self.servable.infer(inputs, target, timeout_s)
-        shadow = policy.shadow if policy is not None else None
-        if shadow is not None and shadow.version != answered_by and random.random() < shadow.share:
-            self._mirror.mirror(shadow, inputs, answered_by, outputs)  # after the answer: never waited for
-        return InferOutcome(answered_by, outputs)
+        """Route to a version, batch, call its replicas; ``timeout_s`` bounds the wait (504 past it).
+
+        An unversioned request of a model with a traffic policy goes where the policy sends it
+        (``deployments.dataplane.policy_route``); metadata calls never split: they use ``version()``."""
+        if version in (None, "") and self._policy.policy is not None:
+            return InferOutcome(*await self._policy.infer(inputs, timeout_s))
+        return InferOutcome(*await self.servable.infer(inputs, self.version(version), timeout_s))
 
     async def describe(self, version: int | None = None) -> ModelDescription:
         """The model's (or the version's) description for a metadata call."""

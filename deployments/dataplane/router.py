@@ -23,10 +23,12 @@ from ray import serve
 
 from backends.errors import ReplicaLost, ServingError, status_of
 from deployments.dataplane.plane import ModelDescription
+from deployments.dataplane.split_pool import SplitPool, poolable, tag_version
 from deployments.dataplane.table import Route, ServedModel, Watcher, routes_token, select_version
 from deployments.dataplane.version_route import VersionRoute
 from deployments.names import CONTROLLER_NAMESPACE
 from deployments.observability.metrics import Recorder, failure_reason
+from deployments.repository.traffic import TrafficPolicy
 
 __all__ = ["ModelRouter", "VersionRoute", "replica_identity", "follow_served_models"]
 
@@ -88,6 +90,8 @@ class ModelRouter:
         self._apply_lock = asyncio.Lock()
         self._has_table = asyncio.Event()
         self._retiring: set[asyncio.Task] = set()
+        self._pool = SplitPool(model)  # unkeyed requests of a split, batched together
+        self._pool_bound: tuple[TrafficPolicy, dict] | None = None  # (policy, routes) the pool serves
 
     @property
     def token(self) -> str | None:
@@ -180,6 +184,27 @@ class ModelRouter:
                 retry = self.route(None)
                 return retry.version, await retry.infer(inputs, timeout_s)
             raise
+
+    async def infer_split(self, inputs: dict[str, np.ndarray], policy: TrafficPolicy,
+                          timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """An unkeyed request under ``policy``'s split: batched with the split's other unkeyed requests
+        and answered by the version the formed batch goes to (``deployments.dataplane.split_pool``), or
+        sent to a version drawn at random when the live versions cannot share a queue."""
+        bound = self._pool_bound
+        if bound is None or bound[0] is not policy or bound[1] is not self._routes:
+            live = poolable(policy, self._routes)
+            if live is None:
+                version = policy.choose()
+                try:
+                    return await self.infer(inputs, str(version), timeout_s)
+                except Exception as exc:
+                    raise tag_version(exc, version)
+            self._pool.bind(policy, live)
+            self._pool_bound = (policy, self._routes)
+        try:
+            return await self._pool.infer(inputs, timeout_s)
+        except ReplicaLost:  # Serve is replacing the replica: once more, to whichever version is due
+            return await self._pool.infer(inputs, timeout_s)
 
     async def ready(self, version: int | None = None) -> bool:
         """True when the version (or, unversioned, any version) can serve."""

@@ -136,15 +136,29 @@ class VersionRoute:
             self._configure_batching()
 
     async def _run_batch(self, items: list[_QueuedRow]) -> list[tuple[dict, float, float]]:
-        """One batch of queued rows: (outputs, seconds queued, seconds of the batch) for each.
+        """One batch of this version's queue (the batcher leaves out rows whose caller gave up: those
+        were unqueued by the caller)."""
+        self._unqueue(sum(item.rows for item in items))
+        return await self.run_rows(items)
 
-        The batcher leaves out rows whose caller gave up (timed out); those were unqueued by the caller.
+    async def run_rows(self, items: list[_QueuedRow]) -> list[tuple[dict, float, float]]:
+        """One formed batch on the version's replicas, counted as its batch: (outputs, seconds queued,
+        seconds of the batch) for each item. Also what a split's shared queue sends (``split_pool``).
+
+        Raises:
+            ReplicaLost: the replica running it died; any other failure as the replica raised it.
         """
         start = time.perf_counter()
         for item in items:
             item.started = True
         rows = sum(item.rows for item in items)
-        self._unqueue(rows)
+        try:
+            return await self._run_rows(items, rows, start)
+        except Exception as exc:
+            self._raise_if_lost(exc)
+            raise
+
+    async def _run_rows(self, items: list[_QueuedRow], rows: int, start: float) -> list[tuple[dict, float, float]]:
         if self.info is not None and self.info.whole_requests:  # a Python model: a result or error each
             results = await self.handle.infer_requests.remote([item.inputs for item in items])
         else:
@@ -203,11 +217,33 @@ class VersionRoute:
                                  f"{timeout_s * 1000:.0f} ms (default_timeout_microseconds, or the request's "
                                  f"X-Request-Timeout-Ms header / parameters.timeout)") from None
         except Exception as exc:
-            cause = unwrap_error(exc)  # a RayActorError itself, or one carried by a task error
-            if not isinstance(cause, RayActorError):
-                raise
+            self._raise_if_lost(exc)
+            raise
+
+    def _raise_if_lost(self, exc: Exception) -> None:
+        """Raise ``ReplicaLost`` if ``exc`` is a replica's death (a RayActorError itself, or one carried
+        by a task error); return otherwise."""
+        cause = unwrap_error(exc)
+        if isinstance(cause, RayActorError) and not isinstance(exc, ReplicaLost):
             raise ReplicaLost(f"model {self.model!r} version {self.version}: the replica running this "
                               f"request died ({type(cause).__name__}); Serve is replacing it, retry") from exc
+
+    def count_pooled(self, rows: int, seconds: float, queue_s: float, compute_s: float) -> None:
+        """One request a split's shared queue sent here, answered (``deployments.dataplane.split_pool``)."""
+        self.stats.requests += 1
+        if self._series is not None:
+            self._series.succeeded(rows, seconds, queue_s, compute_s, int(time.time() * 1000))
+
+    def count_pooled_failure(self, exc: Exception, seconds: float) -> None:
+        """One request a split's shared queue sent here, failed."""
+        self.stats.requests += 1
+        if self._recorder is not None:
+            self._recorder.failure(*self._labels, failure_reason(status_of(exc)), seconds)
+
+    def pooled_queue(self, rows: int) -> None:
+        """Rows join (negative: leave) a split's shared queue: counted in the model's queue depth here."""
+        if self._series is not None:
+            self._series.queued += rows
 
     def _admit(self, rows: int) -> None:
         """``rows`` join the batch queue, unless it is full (``max_queue_size``)."""

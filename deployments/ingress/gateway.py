@@ -187,7 +187,6 @@ class Gateway:
         self._tf_rest = TfServingRest(self.server)  # TF Serving REST paths, over the same doors
         self.tf_metrics_path = ""  # TF Serving's --monitoring_config_file: /metrics' numbers there on its REST port
         self._recorder = replica_recorder(True)  # one per replica: the hub keeps one snapshot per replica
-        self._reports: set[asyncio.Task] = set()  # traffic-guard events on their way to the controller
 
     # --- which models -------------------------------------------------------------------------
     async def add(self, served: ServedModel, routes: list[Route] | None = None) -> None:
@@ -202,7 +201,7 @@ class Gateway:
             return
         door = Door(served, self._auth, self._recorder)
         if door.api is not None and self._controller is not None:
-            door.api.plane.on_guard = lambda event, seen, name=served.name: self._report_guard(name, event, seen)
+            door.api.plane.report_guard(self._report_guard)
         if door.router is not None:
             if routes is not None:
                 await door.router.apply(routes)
@@ -213,19 +212,9 @@ class Gateway:
         if current is not None:
             await current.close()
 
-    def _report_guard(self, model: str, event, seen) -> None:
+    async def _report_guard(self, model: str, event, seen) -> None:
         """A traffic guard's trip or step in this replica, to the controller (which writes traffic.json)."""
-        async def report() -> None:
-            try:
-                await self.server.call("traffic_event", model, event.event, event.version, event.reason,
-                                       seen.to_dict())
-            except Exception as exc:  # noqa: BLE001 - this replica applied it; the others get it next time
-                logger.warning("model %s: traffic guard %s of version %s not recorded: %s", model, event.event,
-                               event.version, exc)
-
-        task = asyncio.get_running_loop().create_task(report())
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+        await self.server.call("traffic_event", model, event.event, event.version, event.reason, seen.to_dict())
 
     async def remove(self, name: str) -> None:
         door = self._doors.pop(name, None)

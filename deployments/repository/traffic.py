@@ -180,18 +180,28 @@ class TrafficPolicy:
         named = tuple(version for version, _ in self.weights)
         return named + ((self.shadow.version,) if self.shadow and self.shadow.version not in named else ())
 
-    def choose(self, headers: Mapping[str, str] | None = None, rng: random.Random | None = None,
-               parameters: Mapping[str, Any] | None = None) -> int:
-        """The version an unversioned request goes to (its sticky key from ``headers`` or the request's
-        ``parameters``, if the policy names one and the request has it)."""
-        live = [(version, weight) for version, weight in self.weights if weight > 0]
+    def sticky_choice(self, headers: Mapping[str, str] | None = None,
+                      parameters: Mapping[str, Any] | None = None) -> int | None:
+        """The version the request's sticky key (from ``headers`` or its ``parameters``, if the policy
+        names one) hashes to; None when the policy is not sticky or the request has no key."""
         if self.sticky_parameter:
             value = parameters.get(self.sticky_parameter) if parameters is not None else None
             key = None if value is None or isinstance(value, bool) else str(value)
         else:
             key = headers.get(self.sticky_header) if headers is not None and self.sticky_header else None
-        if key:
-            return max(live, key=lambda item: item[1] / -math.log(_unit(key, item[0])))[0]
+        if not key:
+            return None
+        live = [(version, weight) for version, weight in self.weights if weight > 0]
+        return max(live, key=lambda item: item[1] / -math.log(_unit(key, item[0])))[0]
+
+    def choose(self, headers: Mapping[str, str] | None = None, rng: random.Random | None = None,
+               parameters: Mapping[str, Any] | None = None) -> int:
+        """The version an unversioned request goes to: its sticky key's (``sticky_choice``), else a draw
+        in the given proportions."""
+        keyed = self.sticky_choice(headers, parameters)
+        if keyed is not None:
+            return keyed
+        live = [(version, weight) for version, weight in self.weights if weight > 0]
         point = (rng or random).random() * sum(weight for _, weight in live)
         for version, weight in live:
             point -= weight

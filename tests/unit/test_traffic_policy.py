@@ -84,20 +84,43 @@ def test_the_repository_serves_every_version_a_policy_names(tmp_path: Path) -> N
     assert not (folder / TRAFFIC_FILE).exists() and roots.scan("m").served_versions == [3]
 
 
+class _Versions:
+    """A servable that answers with the version it was asked for, and remembers it."""
+
+    def __init__(self) -> None:
+        self.asked: list = []
+
+    async def infer(self, inputs, version, timeout_s):
+        self.asked.append(version)
+        return int(version or 9), {}
+
+
+def _answered(plane: DataPlane, times: int, version=None) -> set[int]:
+    import asyncio
+
+    import numpy as np
+
+    async def run() -> set[int]:
+        return {(await plane.infer({"x": np.ones((1, 1))}, version)).version for _ in range(times)}
+
+    return asyncio.run(run())
+
+
 def test_the_data_plane_routes_unversioned_inference_by_the_policy() -> None:
-    plane = DataPlane("m", servable=None)
+    plane = DataPlane("m", servable=_Versions())
     plane.set_traffic(TrafficPolicy(((1, 0), (2, 1)), "x-user").to_dict())
-    assert plane.routed(None) == "2" and plane.routed("1") == "1"
+    assert _answered(plane, 10) == {2} and _answered(plane, 3, "1") == {1}
     assert plane.version(None) is None  # metadata calls never split
     sticky = TrafficPolicy(((1, 50), (2, 50)), "x-user")
     plane.set_traffic(sticky.to_dict())
     token = REQUEST_HEADERS.set({"x-user": "alice"})
     try:
-        assert {plane.routed(None) for _ in range(20)} == {str(sticky.choose({"x-user": "alice"}))}
+        assert _answered(plane, 20) == {sticky.choose({"x-user": "alice"})}
     finally:
         REQUEST_HEADERS.reset(token)
+    assert _answered(plane, 200) == {1, 2}  # no key: a draw (this servable has no shared split queue)
     plane.set_traffic({})
-    assert plane.traffic is None and plane.routed(None) is None
+    assert plane.traffic is None and _answered(plane, 3) == {9} and plane.servable.asked[-1] is None
 
 
 def test_the_cli_flags_become_one_change() -> None:
@@ -215,7 +238,11 @@ def test_the_data_plane_applies_a_guard_trip_at_once_and_reports_it() -> None:
 
     plane = DataPlane("m", Versions())
     reported = []
-    plane.on_guard = lambda event, seen: reported.append((event.event, event.version, seen.to_dict()["weights"]))
+
+    async def report(model, event, seen) -> None:
+        reported.append((event.event, event.version, seen.to_dict()["weights"]))
+
+    plane.report_guard(report)
     plane.set_traffic({"weights": {"1": 50, "2": 50}, "guard": {"window": 10, "max_error_rate": 0.01}})
 
     async def run() -> list[int]:
@@ -225,6 +252,7 @@ def test_the_data_plane_applies_a_guard_trip_at_once_and_reports_it() -> None:
                 answered.append((await plane.infer({"x": np.ones((1, 1))})).version)
             except InferenceFailed:
                 answered.append(0)
+        await asyncio.sleep(0)  # the report is a task of its own
         return answered
 
     answered = asyncio.run(run())
@@ -295,11 +323,11 @@ def test_a_policy_sticky_on_a_request_parameter() -> None:
     assert policy.to_dict()["sticky"] == {"parameter": "user_id"} and TrafficPolicy.from_dict(policy.to_dict(), "t")
     picks = {policy.choose(None, parameters={"user_id": 7}) for _ in range(20)}
     assert len(picks) == 1 and policy.choose(None, parameters={"user_id": "7"}) in picks  # the value as text
-    plane = DataPlane("m", servable=None)
+    plane = DataPlane("m", servable=_Versions())
     plane.set_traffic(policy.to_dict())
     token = REQUEST_PARAMETERS.set({"user_id": 7})
     try:
-        assert {plane.routed(None) for _ in range(10)} == {str(next(iter(picks)))}
+        assert _answered(plane, 10) == picks
     finally:
         REQUEST_PARAMETERS.reset(token)
     for bad, field in (({"header": "a", "parameter": "b"}, "not both"), ({"parameter": "a b"}, "parameter"),
