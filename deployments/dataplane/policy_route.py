@@ -67,27 +67,24 @@ class PolicyRoute:
     @staticmethod
     def _sole_version(policy: TrafficPolicy | None) -> int | None:
         """The one version of weight above 0 (every request goes there, keyed or not), or None."""
-        live = [version for version, weight in policy.weights if weight > 0] if policy is not None else []
-        return live[0] if len(live) == 1 else None
+        return policy.live[0][0] if policy is not None and len(policy.live) == 1 else None
 
-    def target(self, policy: TrafficPolicy) -> int | None:
-        """The version the request's sticky key names, a draw when the split cannot pool, or None: the
-        split's shared queue decides (an unkeyed call of two or more live versions)."""
-        if policy is self.policy and self._sole is not None:
+    def _target(self, policy: TrafficPolicy) -> int | None:
+        """The policy's one live version, the version the request's sticky key names, a draw when there is
+        no shared split queue, or None: the split's shared queue decides."""
+        if self._sole is not None:
             return self._sole
         keyed = policy.sticky_choice(REQUEST_HEADERS.get(), REQUEST_PARAMETERS.get())
         if keyed is not None:
             return keyed
-        if self._infer_split is not None and len(policy.candidates) > 0:
-            return None
-        return policy.choose()
+        return None if self._infer_split is not None else policy.choose()
 
     async def infer(self, inputs: dict[str, np.ndarray], timeout_s: float | None = None
                     ) -> tuple[int, dict[str, np.ndarray]]:
         """(version that answered, outputs) of an unversioned call under the policy (``set`` one first)."""
         policy = self.policy
         assert policy is not None, "PolicyRoute.infer without a policy"
-        target = self.target(policy)
+        target = self._target(policy)
         started = time.monotonic()
         try:
             if target is None:

@@ -91,7 +91,7 @@ class ModelRouter:
         self._has_table = asyncio.Event()
         self._retiring: set[asyncio.Task] = set()
         self._pool = SplitPool(model)  # unkeyed requests of a split, batched together
-        self._pool_bound: tuple[TrafficPolicy, dict] | None = None  # (policy, routes) the pool serves
+        self._pool_bound: tuple[TrafficPolicy, dict, bool] | None = None  # (policy, routes, pooled?) last decided
 
     @property
     def token(self) -> str | None:
@@ -189,18 +189,21 @@ class ModelRouter:
                           timeout_s: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
         """An unkeyed request under ``policy``'s split: batched with the split's other unkeyed requests
         and answered by the version the formed batch goes to (``deployments.dataplane.split_pool``), or
-        sent to a version drawn at random when the live versions cannot share a queue."""
+        sent to a version drawn at random when the live versions cannot share a queue (decided once per
+        policy and routing table: a version whose description failed when the table came keeps the
+        draw until the next table)."""
         bound = self._pool_bound
         if bound is None or bound[0] is not policy or bound[1] is not self._routes:
             live = poolable(policy, self._routes)
-            if live is None:
-                version = policy.choose()
-                try:
-                    return await self.infer(inputs, str(version), timeout_s)
-                except Exception as exc:
-                    raise tag_version(exc, version)
-            self._pool.bind(policy, live)
-            self._pool_bound = (policy, self._routes)
+            if live is not None:
+                self._pool.bind(policy, live)
+            bound = self._pool_bound = (policy, self._routes, live is not None)  # decided once per policy and table
+        if not bound[2]:
+            version = policy.choose()
+            try:
+                return await self.infer(inputs, str(version), timeout_s)
+            except Exception as exc:
+                raise tag_version(exc, version)
         try:
             return await self._pool.infer(inputs, timeout_s)
         except ReplicaLost:  # Serve is replacing the replica: once more, to whichever version is due

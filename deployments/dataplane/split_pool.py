@@ -2,7 +2,8 @@
 
 Why: with a version chosen per request, each version's batch queue fills at its share of the rate, so
 a 50/50 split forms batches half as large as one version would and pays the front door's per-batch
-cost twice (fraud at 64 connections: 0.55-0.63x one version's QPS, bench/results/traffic_policy.md).
+cost twice (fraud: 0.55-0.63x one version's QPS in `python -m bench.traffic_policy` before this queue,
+0.96-0.99x with it; bench/results/traffic_policy.md and docs/traffic.md).
 Here the rows of every unkeyed request wait in one queue; a formed batch goes to the version furthest
 behind its share of the rows sent so far (deficit round robin by rows). So the proportions hold over
 any run of requests to within one batch (closer than a random draw per request would land), the
@@ -22,9 +23,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from backends.errors import Overloaded, RequestTimeout
+from backends.errors import Overloaded
+from backends.signature import ModelSignature
 from deployments.dataplane.batcher import Batcher
-from deployments.dataplane.version_route import BATCHES_IN_FLIGHT_PER_REPLICA, VersionRoute, _QueuedRow
+from deployments.dataplane.version_route import (BATCHES_IN_FLIGHT_PER_REPLICA, VersionRoute, _QueuedRow,
+                                                 request_timeout)
 from deployments.protocol.v2 import validate_inputs
 from deployments.repository.traffic import TrafficPolicy
 
@@ -34,7 +37,7 @@ __all__ = ["SplitPool", "poolable", "failed_version", "tag_version"]
 def poolable(policy: TrafficPolicy, routes: Mapping[int, VersionRoute]) -> dict[int, VersionRoute] | None:
     """The policy's live versions (weight above 0) as routes, when two or more of them can share one
     batch queue (all prepared, same signature and batch limit, batching on, tensors stacked); else None."""
-    live = {version: routes.get(version) for version, weight in policy.weights if weight > 0}
+    live = {version: routes.get(version) for version, _ in policy.live}
     if len(live) < 2 or any(route is None or route.info is None for route in live.values()):
         return None
     infos = [route.info for route in live.values()]  # type: ignore[union-attr]
@@ -71,11 +74,12 @@ class SplitPool:
         self._queued = 0
         self._max_queue_rows = 0
         self._timeout_s: float | None = None
+        self._signature: ModelSignature | None = None  # the live versions' (one and the same)
         self._max_batch_size = 0
 
     def bind(self, policy: TrafficPolicy, live: Mapping[int, VersionRoute]) -> None:
         """Serve ``policy``'s split over ``live`` (from ``poolable``); rows already queued stay queued."""
-        weights = {version: float(weight) for version, weight in policy.weights if weight > 0}
+        weights = {version: float(weight) for version, weight in policy.live}
         if weights != self._weights:
             self._weights, self._sent = weights, dict.fromkeys(weights, 0)
         self._routes = dict(live)
@@ -91,7 +95,8 @@ class SplitPool:
         self._max_queue_rows = min(limits) if limits else 0
         timeouts = [s.timeout_us for s in settings if s.timeout_us]
         self._timeout_s = min(timeouts) / 1e6 if timeouts else None
-        self._max_batch_size = next(iter(live.values())).info.max_batch_size  # type: ignore[union-attr]
+        info = next(iter(live.values())).info
+        self._signature, self._max_batch_size = info.signature, info.max_batch_size  # type: ignore[union-attr]
 
     def _choose(self, rows: int) -> int:
         """The version furthest behind its share of the rows sent, once these ``rows`` are counted."""
@@ -107,10 +112,8 @@ class SplitPool:
         version = self._choose(rows)
         route = self._routes[version]
         self._leave(rows)
-        for item in items:
-            item.started = True
         try:
-            results = await route.run_rows(items)
+            results = await route.run_rows(items)  # marks the items started
         except Exception as exc:  # noqa: BLE001 - every item of the batch gets it, with the version
             return [(version, tag_version(exc, version), 0.0, 0.0)] * len(items)
         return [(version, outputs, queue_s, compute_s) for outputs, queue_s, compute_s in results]
@@ -129,8 +132,7 @@ class SplitPool:
             Overloaded: the shared queue holds ``max_queue_size`` rows (the smallest of the versions').
             RequestTimeout: no answer within ``timeout_s`` (else the versions' smallest default timeout).
         """
-        signature = next(iter(self._routes.values())).info.signature  # type: ignore[union-attr]
-        rows = validate_inputs(inputs, signature, self._max_batch_size)
+        rows = validate_inputs(inputs, self._signature, self._max_batch_size)  # type: ignore[arg-type]
         if self._max_queue_rows and self._queued + rows > self._max_queue_rows:
             raise Overloaded(f"model {self.model!r}: the queue is full ({self._queued} rows waiting; "
                              f"max_queue_size {self._max_queue_rows}); retry later")
@@ -142,12 +144,11 @@ class SplitPool:
             version, result, queue_s, compute_s = await (asyncio.wait_for(future, timeout_s) if timeout_s
                                                          else future)
         except TimeoutError:
+            timed_out = request_timeout(f"model {self.model!r}", timeout_s)  # type: ignore[arg-type]
             primary = self._routes.get(max(self._weights, key=self._weights.__getitem__))
             if primary is not None:  # no version took it: counted against the split's primary
-                primary.count_pooled_failure(RequestTimeout(""), time.perf_counter() - item.queued_at)
-            raise RequestTimeout(f"model {self.model!r}: no answer within {timeout_s * 1000:.0f} ms "
-                                 "(default_timeout_microseconds, or the request's X-Request-Timeout-Ms header / "
-                                 "parameters.timeout)") from None
+                primary.count_pooled_failure(timed_out, time.perf_counter() - item.queued_at)
+            raise timed_out from None
         finally:
             if not item.started:  # gave up before a batch took it
                 self._leave(rows)

@@ -26,7 +26,7 @@ from deployments.names import VERSION_DEPLOYMENT
 from deployments.observability.metrics import Recorder, failure_reason
 from deployments.protocol.v2 import validate_inputs
 
-__all__ = ["VersionRoute", "BATCHES_IN_FLIGHT_PER_REPLICA"]
+__all__ = ["VersionRoute", "BATCHES_IN_FLIGHT_PER_REPLICA", "request_timeout"]
 
 _DESCRIBE_TIMEOUT_S = 30.0
 # Batches sent to one replica before its answers come back: a Serve call's round trip is several
@@ -44,6 +44,12 @@ class _QueuedRow:
 
     def __init__(self, queued_at: float, inputs: dict[str, np.ndarray], rows: int = 1) -> None:
         self.queued_at, self.inputs, self.started, self.rows = queued_at, inputs, False, rows
+
+
+def request_timeout(what: str, timeout_s: float) -> RequestTimeout:
+    """The error of a request that ``what`` (a model version, a split) did not answer within ``timeout_s``."""
+    return RequestTimeout(f"{what}: no answer within {timeout_s * 1000:.0f} ms (default_timeout_microseconds, "
+                          "or the request's X-Request-Timeout-Ms header / parameters.timeout)")
 
 
 def _answer(result: dict[str, np.ndarray] | Exception) -> dict[str, np.ndarray]:
@@ -153,17 +159,14 @@ class VersionRoute:
             item.started = True
         rows = sum(item.rows for item in items)
         try:
-            return await self._run_rows(items, rows, start)
+            if self.info is not None and self.info.whole_requests:  # a Python model: a result or error each
+                results = await self.handle.infer_requests.remote([item.inputs for item in items])
+            else:
+                stacked, counts = stack_inputs([item.inputs for item in items])
+                results = split_outputs(await self.handle.infer_batch.remote(stacked), counts)
         except Exception as exc:
             self._raise_if_lost(exc)
             raise
-
-    async def _run_rows(self, items: list[_QueuedRow], rows: int, start: float) -> list[tuple[dict, float, float]]:
-        if self.info is not None and self.info.whole_requests:  # a Python model: a result or error each
-            results = await self.handle.infer_requests.remote([item.inputs for item in items])
-        else:
-            stacked, counts = stack_inputs([item.inputs for item in items])
-            results = split_outputs(await self.handle.infer_batch.remote(stacked), counts)
         compute_s = time.perf_counter() - start
         self._count_batch(rows, compute_s)
         return [(part, start - item.queued_at, compute_s) for part, item in zip(results, items, strict=True)]
@@ -213,9 +216,7 @@ class VersionRoute:
                 return await self._infer(inputs)
             return await asyncio.wait_for(self._infer(inputs), timeout_s)
         except TimeoutError:
-            raise RequestTimeout(f"model {self.model!r} version {self.version}: no answer within "
-                                 f"{timeout_s * 1000:.0f} ms (default_timeout_microseconds, or the request's "
-                                 f"X-Request-Timeout-Ms header / parameters.timeout)") from None
+            raise request_timeout(f"model {self.model!r} version {self.version}", timeout_s) from None
         except Exception as exc:
             self._raise_if_lost(exc)
             raise

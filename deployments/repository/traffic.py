@@ -27,6 +27,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,12 @@ class TrafficPolicy:
     @property
     def candidates(self) -> tuple[int, ...]:
         """Versions with weight above 0 other than the primary."""
-        return tuple(v for v, w in self.weights if w > 0 and v != self.primary)
+        return tuple(v for v, _ in self.live if v != self.primary)
+
+    @cached_property
+    def live(self) -> tuple[tuple[int, float], ...]:
+        """(version, weight) of the versions with weight above 0: where unversioned requests go."""
+        return tuple((version, weight) for version, weight in self.weights if weight > 0)
 
     def with_weight(self, version: int, weight: int) -> TrafficPolicy:
         """The same policy with ``version`` at ``weight``."""
@@ -191,8 +197,7 @@ class TrafficPolicy:
             key = headers.get(self.sticky_header) if headers is not None and self.sticky_header else None
         if not key:
             return None
-        live = [(version, weight) for version, weight in self.weights if weight > 0]
-        return max(live, key=lambda item: item[1] / -math.log(_unit(key, item[0])))[0]
+        return max(self.live, key=lambda item: item[1] / -math.log(_unit(key, item[0])))[0]
 
     def choose(self, headers: Mapping[str, str] | None = None, rng: random.Random | None = None,
                parameters: Mapping[str, Any] | None = None) -> int:
@@ -201,13 +206,12 @@ class TrafficPolicy:
         keyed = self.sticky_choice(headers, parameters)
         if keyed is not None:
             return keyed
-        live = [(version, weight) for version, weight in self.weights if weight > 0]
-        point = (rng or random).random() * sum(weight for _, weight in live)
-        for version, weight in live:
+        point = (rng or random).random() * sum(weight for _, weight in self.live)
+        for version, weight in self.live:
             point -= weight
             if point < 0:
                 return version
-        return live[-1][0]
+        return self.live[-1][0]
 
     def promoted(self, version: int) -> TrafficPolicy:
         """Every unversioned request to ``version``; the other versions stay loaded at weight 0."""
