@@ -121,6 +121,8 @@ class ModelConfig:
     version_labels: tuple[tuple[str, int], ...] = ()
     # The model's traffic policy (``deployments.dataplane.traffic.TrafficPolicy``, from its traffic.json).
     traffic: Any = None
+    # Replicas between bounds (``deployments.repository.autoscaling.AutoscalingSpec``, from ``parameters``).
+    autoscaling: Any = None
     default_model_filename: str | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     ensemble_steps: tuple[EnsembleStep, ...] = ()
@@ -148,6 +150,11 @@ class ModelConfig:
     def replica_count(self) -> int:
         """Replicas to run: the ``instance_group`` counts added up (one without a group)."""
         return sum(g.count for g in self.instance_group) or 1
+
+    @property
+    def most_replicas(self) -> int:
+        """The most replicas a version may run: the autoscaling bound, else the fixed count."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replica_count
 
     @property
     def composite(self) -> bool:

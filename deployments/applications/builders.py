@@ -29,6 +29,7 @@ from deployments.names import FRONT_DOOR_DEPLOYMENT, VERSION_DEPLOYMENT, endpoin
 from deployments.observability.hub import metrics_enabled
 from deployments.protocol.classification import read_labels
 from deployments.protocol.limits import limits_for
+from deployments.repository.autoscaling import serve_autoscaling_config
 from deployments.repository.scan import ModelEntry, scan_model, scan_repository
 from deployments.repository.status import ModelStatus, static_statuses
 
@@ -77,7 +78,9 @@ def _replica_options(config: ModelConfig, gpu_available: bool) -> dict:
     actor = {"num_cpus": num_cpus}
     if use_gpu:
         actor["num_gpus"] = float(config.parameter("gpu_fraction", "1"))
-    return {"num_replicas": replicas, "ray_actor_options": actor, "max_ongoing_requests": 64,
+    scaling = {"num_replicas": replicas} if config.autoscaling is None else \
+        {"autoscaling_config": serve_autoscaling_config(config.autoscaling)}
+    return {**scaling, "ray_actor_options": actor, "max_ongoing_requests": 64,
             "max_constructor_retry_count": 1, "logging_config": QUIET_LOGS}
 
 

@@ -32,6 +32,7 @@ from deployments.applications import builders as apps
 from deployments.control.named_models import NamedModelCalls
 from deployments.control.publication import WATCH_TIMEOUT_S, TablePublisher
 from deployments.control.reconcile import Reconciler
+from deployments.control.scaling_watch import ReplicaGauges, sample_forever
 from deployments.control.serve_calls import ServeCalls
 from deployments.control.state import adopt
 from deployments.control.torchserve_calls import TorchServeCalls
@@ -106,6 +107,8 @@ class RepositoryController(NamedModelCalls, TorchServeCalls, TrafficCalls):
         loop = asyncio.get_running_loop()
         self._main = loop.create_task(self._run())
         self._reporter = loop.create_task(report_forever(CONTROLLER_NAME, recorder))
+        self._replica_sampler = loop.create_task(sample_forever(
+            ReplicaGauges(recorder), self._serve.version_replicas, self._models.most_replicas))
 
     # --- life cycle -------------------------------------------------------------------------
 

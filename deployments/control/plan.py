@@ -18,6 +18,7 @@ steps. Every case is unit-tested in ``tests/unit/test_control_plan.py`` without 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from deployments.control.state import LOADING, CompositeSpec, ModelPolicy, ModelSnapshot, ModelState
 from deployments.dataplane.table import Route, route_for, routes_token
@@ -59,12 +60,13 @@ class DeployVersions:
 
 @dataclass(frozen=True)
 class Resize:
-    """A running version's instance count changed: update it in place (no restart)."""
+    """A running version's instance count or autoscaling changed: update it in place (no restart)."""
 
     version: int
     app: str
     tag: str
     replicas: int
+    autoscaling: Any = None
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,8 @@ def _load(applied: ModelState, snapshot: ModelSnapshot, wanted: dict[int, str]) 
         changes.append(DeployVersions(to_load))
     for v, tag in sorted(wanted.items()):
         app = applied.ready_app(v, tag)
-        if app is not None and app.replicas != snapshot.replicas:
-            changes.append(Resize(v, app.app, tag, snapshot.replicas))
+        if app is not None and (app.replicas, app.autoscaling) != (snapshot.replicas, snapshot.autoscaling):
+            changes.append(Resize(v, app.app, tag, snapshot.replicas, snapshot.autoscaling))
     return changes
 
 

@@ -73,6 +73,11 @@ class Reconciler:
         self._locks: dict[str, asyncio.Lock] = {}
         self._on_member_wanted = on_member_wanted
 
+    def most_replicas(self) -> dict[tuple[str, str], int]:
+        """The replica bound of every deployed version by (model, version), for ``/metrics``."""
+        return {(name, str(app.version)): app.most_replicas
+                for name, state in self.states.items() for app in state.apps.values()}
+
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
@@ -156,6 +161,7 @@ class Reconciler:
             if self._tracker.complete(entry.versions[version], files):
                 versions[version] = load_identity(config, files)
         return ModelSnapshot(name, True, entry, versions=versions, replicas=config.replica_count,
+                             autoscaling=config.autoscaling,
                              endpoint_replicas=int(config.parameter("endpoint_replicas", "1") or 1))
 
     def _warn_once(self, name: str, config: ModelConfig) -> None:
@@ -201,10 +207,11 @@ class Reconciler:
                 await self._remove_model(name)
             case p.DeployVersions(versions):
                 await self._deploy_versions(name, snapshot, versions)
-            case p.Resize(version, app, tag, replicas):
-                logger.info("model %s: version %d replicas -> %d", name, version, replicas)
+            case p.Resize(version, app, tag, replicas, autoscaling):
+                bounds = f"{autoscaling.min_replicas}..{autoscaling.max_replicas}" if autoscaling else replicas
+                logger.info("model %s: version %d replicas -> %s", name, version, bounds)
                 await self._serve.start(lambda: [self._version_spec(snapshot, version, tag)])
-                self.states[name] = self.states[name].resized(app, replicas)
+                self.states[name] = self.states[name].resized(app, replicas, autoscaling)
             case p.DeployEndpoint(routes, replicas):
                 return await self._deploy_endpoint(name, snapshot, routes, replicas)
             case p.PublishRoutes(routes):
@@ -252,7 +259,8 @@ class Reconciler:
 
     async def _deploy_versions(self, name: str, snapshot: ModelSnapshot, versions: tuple[tuple[int, str], ...]) -> None:
         """Deploy versions beside what serves, wait for them, warm each through Serve."""
-        loading = [VersionApp(v, version_app(name, v, tag), tag, LOADING, snapshot.replicas) for v, tag in versions]
+        loading = [VersionApp(v, version_app(name, v, tag), tag, LOADING, snapshot.replicas, snapshot.autoscaling)
+                   for v, tag in versions]
         self.states[name] = self.states[name].deploying(loading)
         for app in loading:
             logger.info("model %s: loading version %d as %s", name, app.version, app.app)

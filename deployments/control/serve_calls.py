@@ -71,6 +71,12 @@ def _running_replicas(app_name: str, deployment: str) -> int:
     return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
 
 
+def _version_replicas() -> dict[str, int]:
+    """Running replicas of every version application (``deployments.names.version_app``)."""
+    return {name: int(app.deployments[VERSION_DEPLOYMENT].replica_states.get("RUNNING", 0))
+            for name, app in serve.status().applications.items() if VERSION_DEPLOYMENT in app.deployments}
+
+
 def _settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
     """Of ``names``: those running, and those failed with their reason (the rest are still starting)."""
     running = {name for name in names if states.get(name, ("",))[0] == "RUNNING"}
@@ -102,6 +108,10 @@ class ServeCalls:
         """Running replicas of each (application, deployment)."""
         groups = list(groups)
         return await self._run(lambda: {g: _running_replicas(*g) for g in groups})
+
+    async def version_replicas(self) -> dict[str, int]:
+        """Running replicas of every version application, by application name."""
+        return await self._run(_version_replicas)
 
     async def delete(self, name: str) -> None:
         await self._run(lambda: serve.delete(name, _blocking=False))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from backends.model_config import ModelConfig
 from deployments.dataplane.table import Route
@@ -37,6 +38,11 @@ class VersionApp:
     tag: str
     state: str = LOADING
     replicas: int = 1
+    autoscaling: Any = None  # its AutoscalingSpec when autoscaled (then ``replicas`` is the count it started with)
+
+    @property
+    def most_replicas(self) -> int:
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,9 @@ class ModelState:
         return replace(self, apps={**self.apps, app: replace(failed, state=UNAVAILABLE)},
                        failed={**self.failed, failed.version: Failure(failed.tag, reason)})
 
-    def resized(self, app: str, replicas: int) -> ModelState:
-        return replace(self, apps={**self.apps, app: replace(self.apps[app], replicas=replicas)})
+    def resized(self, app: str, replicas: int, autoscaling: Any = None) -> ModelState:
+        return replace(self, apps={**self.apps, app: replace(self.apps[app], replicas=replicas,
+                                                             autoscaling=autoscaling)})
 
     def published(self, routes: tuple[Route, ...], endpoint_replicas: int | None = None) -> ModelState:
         """``routes`` is the table; with ``endpoint_replicas``, the endpoint application was (re)deployed."""
@@ -145,6 +152,7 @@ class ModelSnapshot:
     error: str = ""
     versions: Mapping[int, str] = field(default_factory=dict)
     replicas: int = 1  # instance_group count of each version application
+    autoscaling: Any = None  # the versions' AutoscalingSpec (deployments.repository.autoscaling), or None
     endpoint_replicas: int = 1  # parameters.endpoint_replicas
     composite: CompositeSpec | None = None
 

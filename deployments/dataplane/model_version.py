@@ -22,6 +22,7 @@ from backends.model_config import TRITON_PLATFORM_NAMES, ModelConfig
 from backends.registry import create_backend
 from backends.signature import ModelSignature
 from backends.warmup import WarmupSample, warmup_samples
+from deployments.dataplane.replica_load import ReplicaLoad
 from deployments.dataplane.tf_warmup import tf_serving_warmup_samples
 
 __all__ = ["ModelVersion", "VersionInfo", "warmup_inputs"]
@@ -100,6 +101,7 @@ class ModelVersion:
                                  whole_requests, self._backend.other_signatures())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{model}-v{version}")
         self._started = False  # set on the first call, which runs on the replica's event loop
+        self._load = ReplicaLoad()  # for Serve's autoscaler (record_autoscaling_stats)
 
     def _warm_up(self, model: str, version: int, samples: list[WarmupSample], whole_requests: bool) -> None:
         """Run the warm-up samples (``model_warmup``, TF Serving's records), else one zero-filled row
@@ -148,20 +150,40 @@ class ModelVersion:
                     recorder.set(TRITON_NAMES[name], (uuid,), value)
         return sample
 
-    async def infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one stacked batch (already validated by the endpoint)."""
+    async def infer_batch(self, inputs: dict[str, np.ndarray],
+                          backlog: tuple[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Run one stacked batch (already validated by the endpoint); ``backlog``: the caller's
+        (source, rows it has outstanding for this version), for the autoscaler."""
         if not self._started:
             self._start()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._backend.predict, inputs)
+        rows = len(next(iter(inputs.values()))) if inputs and self._info.max_batch_size > 0 else 1
+        return await self._compute(rows, backlog, self._backend.predict, inputs)
 
-    async def infer_requests(self, requests: list[dict[str, np.ndarray]]) -> list:
+    async def infer_requests(self, requests: list[dict[str, np.ndarray]],
+                             backlog: tuple[str, int] | None = None) -> list:
         """Run one batch of whole requests (a Python model's ``execute``): per request its outputs
         or its error (a ``ServingError`` value, so the others of the batch still get their answers)."""
         if not self._started:
             self._start()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._backend.execute_requests, requests)
+        return await self._compute(len(requests), backlog, self._backend.execute_requests, requests)
+
+    async def _compute(self, rows: int, backlog: tuple[str, int] | None, run, argument):
+        """``run(argument)`` on the worker thread, counted as ``rows`` held and as time computing."""
+        self._load.arrived(rows, backlog)
+
+        def timed():
+            self._load.computing()
+            return run(argument)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
+        finally:
+            self._load.done(rows)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metrics hook: rows held and queued upstream, time computing
+        (read by ``deployments.control.autoscale_policy``); async, so it runs on the event loop
+        that updates the counters."""
+        return self._load.stats()
 
     async def run_signature(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run another signature of the model on one request (TF Serving's classify and regress)."""

@@ -113,7 +113,7 @@ class SplitPool:
         route = self._routes[version]
         self._leave(rows)
         try:
-            results = await route.run_rows(items)  # marks the items started
+            results = await route.run_rows(items, self._queued)  # marks the items started
         except Exception as exc:  # noqa: BLE001 - every item of the batch gets it, with the version
             return [(version, tag_version(exc, version), 0.0, 0.0)] * len(items)
         return [(version, outputs, queue_s, compute_s) for outputs, queue_s, compute_s in results]

@@ -33,7 +33,7 @@ class Route:
     queue_delay_us: int = 0
     max_queue_rows: int = 0  # dynamic_batching.default_queue_policy.max_queue_size; 0: unbounded
     timeout_us: int = 0  # default_queue_policy.default_timeout_microseconds; 0: none
-    instances: int = 1  # the version's replicas (instance_group counts): batches in flight scale with them
+    instances: int = 1  # the most replicas (instance_group counts, or the autoscaling bound): batches in flight scale
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +109,7 @@ def route_for(version: int, app: str, config: ModelConfig) -> Route:
     batching = config.dynamic_batching
     max_queue = batching.max_queue_size if rows and batching else 0
     return Route(version, app, rows, delay_us, max_queue, batching.default_timeout_microseconds if batching else 0,
-                 config.replica_count)
+                 config.most_replicas)
 
 
 def routes_token(routes: Sequence[Route]) -> str:

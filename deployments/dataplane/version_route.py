@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ _DESCRIBE_TIMEOUT_S = 30.0
 # times a small model's compute, so with two a replica idled between batches (fraud at 64
 # connections: 3,490 QPS with two, 4,950 with six, same run of wrk on the 2-core machine).
 BATCHES_IN_FLIGHT_PER_REPLICA = 4
+# This process's name in the backlog a batch call carries (deployments.dataplane.replica_load).
+BACKLOG_SOURCE = uuid.uuid4().hex[:12]
 logger = logging.getLogger("infergrid")
 
 
@@ -75,6 +78,7 @@ class VersionRoute:
         self.stats = BatchStats()
         self._batcher: Batcher | None = None
         self._queued = 0  # rows in the batch queue, for max_queue_size
+        self._in_flight = 0  # rows sent to the replicas and not answered yet, for the autoscaler
         self._lock = asyncio.Lock()
 
     async def describe(self) -> VersionInfo:
@@ -147,9 +151,11 @@ class VersionRoute:
         self._unqueue(sum(item.rows for item in items))
         return await self.run_rows(items)
 
-    async def run_rows(self, items: list[_QueuedRow]) -> list[tuple[dict, float, float]]:
+    async def run_rows(self, items: list[_QueuedRow], backlog: int | None = None) -> list[tuple[dict, float, float]]:
         """One formed batch on the version's replicas, counted as its batch: (outputs, seconds queued,
         seconds of the batch) for each item. Also what a split's shared queue sends (``split_pool``).
+        The call carries this caller's outstanding rows for the version's autoscaler: those still
+        queued behind it (``backlog``, else this version's queue) and those sent and not answered.
 
         Raises:
             ReplicaLost: the replica running it died; any other failure as the replica raised it.
@@ -158,15 +164,19 @@ class VersionRoute:
         for item in items:
             item.started = True
         rows = sum(item.rows for item in items)
+        self._in_flight += rows
+        waiting = (BACKLOG_SOURCE, (self._queued if backlog is None else backlog) + self._in_flight)
         try:
             if self.info is not None and self.info.whole_requests:  # a Python model: a result or error each
-                results = await self.handle.infer_requests.remote([item.inputs for item in items])
+                results = await self.handle.infer_requests.remote([item.inputs for item in items], waiting)
             else:
                 stacked, counts = stack_inputs([item.inputs for item in items])
-                results = split_outputs(await self.handle.infer_batch.remote(stacked), counts)
+                results = split_outputs(await self.handle.infer_batch.remote(stacked, waiting), counts)
         except Exception as exc:
             self._raise_if_lost(exc)
             raise
+        finally:
+            self._in_flight -= rows
         compute_s = time.perf_counter() - start
         self._count_batch(rows, compute_s)
         return [(part, start - item.queued_at, compute_s) for part, item in zip(results, items, strict=True)]

@@ -58,6 +58,12 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("infergrid_model_load_duration_seconds", "gauge",
                "Seconds the last load of a version took (deploy, load, warm-up)", MV),
     MetricSpec("infergrid_model_load_failures", "counter", "Versions that failed to load or warm up", MV),
+    MetricSpec("infergrid_model_replicas", "gauge", "Running replicas of a model version (fixed or autoscaled)", MV),
+    MetricSpec("infergrid_model_replicas_max", "gauge",
+               "The most replicas a version may run (instance_group count, or autoscaling.max_replicas)", MV),
+    MetricSpec("infergrid_replica_count_changes", "counter",
+               "Times a version's running replica count went up or down (autoscaling, a resize, a lost replica)",
+               (*MV, "direction")),
     MetricSpec("infergrid_traffic_guard_events", "counter", "Traffic guard decisions: trip (weight set to 0) "
                "or step (the next step of the schedule)", ("model", "version", "event")),
     MetricSpec("infergrid_shadow_requests", "counter", "Shadow copies of requests, by outcome (compared, failed, "
@@ -171,6 +177,10 @@ class Recorder:
 
     def set(self, name: str, labels: tuple[str, ...], value: float) -> None:
         self._gauges[(name, labels)] = value
+
+    def unset(self, name: str, labels: tuple[str, ...]) -> None:
+        """Drop a gauge (its model or version is gone), so /metrics stops showing it."""
+        self._gauges.pop((name, labels), None)
 
     def failure(self, model: str, version: str, reason: str, duration_s: float) -> None:
         self.inc("nv_inference_request_failure", (model, version, reason))

@@ -28,6 +28,7 @@ from backends.model_config import (
     TensorConfig,
     VersionPolicy,
 )
+from deployments.repository.autoscaling import autoscaling_from_parameters
 from deployments.repository.triton_schema import TextMessage, parse_json, parse_text, to_dict, to_fields
 
 __all__ = ["parse_config", "parse_config_json", "load_config_file", "SUPPORTED_FIELDS"]
@@ -275,6 +276,8 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
             raise reader.fail(field, f"duplicate names in {names}")
     parameters = _parameters(reader)
     platform = _platform(reader) or ""
+    groups = tuple(_instance_group(r) for r in reader.children("instance_group"))
+    autoscaling = autoscaling_from_parameters(parameters, sum(g.count for g in groups) or 1, max_batch_size, source)
     if platform == "python" and "pipeline" not in parameters:
         platform = TRITON_PYTHON  # Triton's Python backend: <version>/model.py
     return ModelConfig(
@@ -284,7 +287,8 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
         inputs=inputs,
         outputs=outputs,
         dynamic_batching=_dynamic_batching(reader.child("dynamic_batching")),
-        instance_group=tuple(_instance_group(r) for r in reader.children("instance_group")),
+        instance_group=groups,
+        autoscaling=autoscaling,
         version_policy=_version_policy(reader.child("version_policy")),
         default_model_filename=reader.one("default_model_filename", str),
         parameters=parameters,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backends.model_config import InstanceGroup, ModelConfig, VersionPolicy
+from deployments.repository.autoscaling import PREFIX as AUTOSCALING
 
 __all__ = ["FolderState", "folder_state", "CompletionTracker", "load_identity"]
 
@@ -96,18 +97,29 @@ class CompletionTracker:
 _CHANGED_IN_PLACE = frozenset({"dynamic_batching", "instance_group", "version_policy"})
 
 
+def _loaded_fields(triton: dict) -> dict:
+    """The Triton config fields a load depends on: not those changed in place, nor autoscaling parameters."""
+    kept = {k: v for k, v in triton.items() if k not in _CHANGED_IN_PLACE}
+    if isinstance(kept.get("parameters"), dict):
+        kept["parameters"] = {k: v for k, v in kept["parameters"].items() if not k.startswith(AUTOSCALING)}
+        if not kept["parameters"]:
+            del kept["parameters"]
+    return kept
+
+
 def load_identity(config: ModelConfig, files: FolderState) -> str:
     """What a version's replicas load: files plus every config field that is not changed in place.
 
-    Dynamic batching, instance counts, the version policy, TF Serving's version labels and the traffic policy change
-    without reloading (routing, replica counts, the front door's label lookup), so they are left
-    out; anything else in the config means a new load.
+    Dynamic batching, instance counts, autoscaling, the version policy, TF Serving's version labels and
+    the traffic policy change without reloading (routing, replica counts and bounds, the front door's
+    label lookup), so they are left out; anything else in the config means a new load.
     """
     loaded = replace(config, dynamic_batching=None,
                      instance_group=tuple(sorted({replace(g, count=1) for g in config.instance_group}
                                                  or {InstanceGroup()}, key=repr)),
-                     version_policy=VersionPolicy(), version_labels=(), traffic=None, warnings=(),
-                     triton={k: v for k, v in config.triton.items() if k not in _CHANGED_IN_PLACE})
+                     version_policy=VersionPolicy(), version_labels=(), traffic=None, warnings=(), autoscaling=None,
+                     parameters={k: v for k, v in config.parameters.items() if not k.startswith(AUTOSCALING)},
+                     triton=_loaded_fields(config.triton))
     digest = hashlib.sha1(repr(loaded).encode())
     digest.update(files.digest.encode())
     return digest.hexdigest()[:10]

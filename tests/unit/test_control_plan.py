@@ -39,7 +39,7 @@ def snapshot(versions: dict[int, str], text: str = BATCHED, replicas: int = 1, e
     config = parse_config(text, "m/config.pbtxt", "m")
     entry = ModelEntry("m", Path("/r/m"), config, {v: Path(f"/r/m/{v}") for v in versions})
     return ModelSnapshot("m", True, entry, error=error, versions=versions, replicas=replicas,
-                         endpoint_replicas=endpoint_replicas)
+                         autoscaling=config.autoscaling, endpoint_replicas=endpoint_replicas)
 
 
 def simulate(state: ModelState, change: p.Change, snap: ModelSnapshot, failing: set[str]) -> ModelState | None:
@@ -54,13 +54,14 @@ def simulate(state: ModelState, change: p.Change, snap: ModelSnapshot, failing: 
         case p.ForgetFailure(version):
             return state.without_failure(version)
         case p.DeployVersions(versions):
-            apps = [VersionApp(v, version_app("m", v, tag), tag, LOADING, snap.replicas) for v, tag in versions]
+            apps = [VersionApp(v, version_app("m", v, tag), tag, LOADING, snap.replicas, snap.autoscaling)
+                    for v, tag in versions]
             state = state.deploying(apps)
             for app in apps:
                 state = state.loaded(app.app, "boom" if app.tag in failing else "")
             return state
-        case p.Resize(_, app, _, replicas):
-            return state.resized(app, replicas)
+        case p.Resize(_, app, _, replicas, autoscaling):
+            return state.resized(app, replicas, autoscaling)
         case p.DeployEndpoint(routes, replicas):
             return state.published(routes, replicas)
         case p.PublishRoutes(routes):

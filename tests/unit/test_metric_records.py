@@ -93,7 +93,7 @@ def test_dashboard_uses_only_exported_metrics() -> None:
     assert used and used <= exported, used - exported
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("requests per second", "p99", "batch size", "queue depth", "gpu utilisation", "memory",
-                  "fragmentation"):
+                  "fragmentation", "replicas", "scaling"):
         assert topic in titles
 
 

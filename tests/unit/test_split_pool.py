@@ -16,6 +16,7 @@ from backends.errors import InferenceFailed
 from backends.signature import ModelSignature, TensorSpec
 from deployments.dataplane.split_pool import failed_version
 from deployments.dataplane.table import Route
+from deployments.dataplane.version_route import BACKLOG_SOURCE
 from deployments.repository.traffic import TrafficPolicy
 
 SIGNATURE = ModelSignature((TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("y", "FP32", (-1, 2)),))
@@ -31,7 +32,7 @@ class Version:
     """A version handle: ``describe`` and ``infer_batch`` (a short sleep, so batches overlap)."""
 
     def __init__(self, version: int, signature: ModelSignature = SIGNATURE, fail: bool = False) -> None:
-        self.version, self.signature, self.fail, self.batches = version, signature, fail, []
+        self.version, self.signature, self.fail, self.batches, self.backlogs = version, signature, fail, [], []
         self.describe, self.infer_batch = _Call(self._describe), _Call(self._infer_batch)
 
     async def _describe(self):
@@ -39,11 +40,12 @@ class Version:
 
         return VersionInfo("m", self.version, "onnxruntime", self.signature, 64, "cpu")
 
-    async def _infer_batch(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def _infer_batch(self, inputs: dict[str, np.ndarray], backlog: tuple[str, int] | None = None) -> dict:
         await asyncio.sleep(0.002)
         if self.fail:
             raise InferenceFailed(f"version {self.version} is broken")
         self.batches.append(len(next(iter(inputs.values()))))
+        self.backlogs.append(backlog)
         return {"y": next(iter(inputs.values())) * self.version}
 
 
@@ -87,6 +89,10 @@ def test_a_split_batches_together_and_keeps_its_proportions(weights: tuple[int, 
     # Every batch is fed from the whole queue: 64 clients fill batches of ~63 rows (a draw per request
     # leaves each version's queue its share of them: ~32 rows a batch here, measured).
     assert sum(batches) == 5000 and sum(batches) / len(batches) >= 48
+    # Each batch call tells the version how many rows still wait behind it (for its autoscaler);
+    # 64 clients with one request each fill a batch, so little is left behind it.
+    backlogs = v1.backlogs + v2.backlogs
+    assert {source for source, _ in backlogs} == {BACKLOG_SOURCE} and 0 <= min(r for _, r in backlogs) <= 64
 
 
 def test_a_failing_version_of_a_split_is_named_by_its_errors() -> None:
