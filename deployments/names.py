@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 __all__ = ["FRONT_DOOR_APP", "FRONT_DOOR_DEPLOYMENT", "ENDPOINT_DEPLOYMENT", "VERSION_DEPLOYMENT", "CONTROLLER_NAME", "CONTROLLER_NAMESPACE",
-           "endpoint_app", "version_app", "parse_version_app", "model_route"]
+           "endpoint_app", "version_app", "parse_version_app", "replica_application", "model_route"]
 
 FRONT_DOOR_APP = "infergrid:frontdoor"  # every client connection, for every model
 FRONT_DOOR_DEPLOYMENT = "frontdoor"
@@ -19,6 +19,7 @@ VERSION_DEPLOYMENT = "model"
 CONTROLLER_NAME = "infergrid-controller"
 CONTROLLER_NAMESPACE = "infergrid"
 
+_REPLICA_PREFIX = "SERVE_REPLICA::"  # how Ray Serve names replica actors (namespace "serve")
 _VERSION_APP = re.compile(r"^(?P<model>[^:]+):v(?P<version>[0-9]+)(?:@(?P<tag>[0-9a-f]+))?$")
 
 
@@ -38,6 +39,15 @@ def parse_version_app(name: str) -> tuple[str, int, str | None] | None:
     if match is None:
         return None
     return match.group("model"), int(match.group("version")), match.group("tag")
+
+
+def replica_application(actor_name: str, deployment: str) -> str | None:
+    """The application of a Serve replica actor of ``deployment``, from its name
+    (``SERVE_REPLICA::<app>#<deployment>#<replica id>``); None for any other actor."""
+    if not actor_name.startswith(_REPLICA_PREFIX):
+        return None
+    parts = actor_name[len(_REPLICA_PREFIX):].rsplit("#", 2)
+    return parts[0] if len(parts) == 3 and parts[1] == deployment else None
 
 
 def model_route(model: str) -> str:

@@ -1,9 +1,10 @@
 """Replica counts of model versions, as gauges and change counters for ``/metrics``.
 
 Serve's autoscaler decides inside Serve's controller, which infergrid's metrics hub does not
-hear. So the repository controller samples the running replicas of every version application
-(``ServeCalls.version_replicas``) every ``SAMPLE_INTERVAL_S`` and turns the samples into
-``infergrid_model_replicas`` (running now), ``infergrid_model_replicas_max`` (the bound: the
+hear. So the repository controller samples the live replica actors of every version application
+(``ServeCalls.version_replicas``: Ray's named actors, so starting and draining replicas count) every
+``SAMPLE_INTERVAL_S`` and turns the samples into
+``infergrid_model_replicas`` (live now), ``infergrid_model_replicas_max`` (the bound: the
 autoscaler's ``max_replicas`` or the fixed count) and ``infergrid_replica_count_changes``
 (direction ``up``/``down``: every scaling decision that took effect, a resize, a lost replica).
 A version gone from Serve loses its gauges. ``ReplicaGauges`` is pure; the loop only samples.

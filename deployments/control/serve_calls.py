@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import ray
 from ray import serve
 
 from deployments.applications.builders import AppSpec
 from deployments.dataplane.model_version import warmup_inputs
-from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT
+from deployments.names import ENDPOINT_DEPLOYMENT, VERSION_DEPLOYMENT, replica_application
 
 __all__ = ["ServeCalls", "failure_reason", "LOAD_TIMEOUT_S"]
 
@@ -72,9 +73,18 @@ def _running_replicas(app_name: str, deployment: str) -> int:
 
 
 def _version_replicas() -> dict[str, int]:
-    """Running replicas of every version application (``deployments.names.version_app``)."""
-    return {name: int(app.deployments[VERSION_DEPLOYMENT].replica_states.get("RUNNING", 0))
-            for name, app in serve.status().applications.items() if VERSION_DEPLOYMENT in app.deployments}
+    """Live replica actors of every version application, by application name.
+
+    Read from Ray's named actors (one GCS call), not ``serve.status()``: that builds the details of
+    every replica of every application in Serve's controller, and sampling it every few seconds
+    slowed every deployment of a busy cluster (the hot-swap tests took 30% longer).
+    """
+    counts: dict[str, int] = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        app = replica_application(actor["name"], VERSION_DEPLOYMENT)
+        if app is not None:
+            counts[app] = counts.get(app, 0) + 1
+    return counts
 
 
 def _settled(names: set[str], states: dict[str, tuple[str, str]]) -> tuple[set[str], dict[str, str]]:
@@ -110,7 +120,7 @@ class ServeCalls:
         return await self._run(lambda: {g: _running_replicas(*g) for g in groups})
 
     async def version_replicas(self) -> dict[str, int]:
-        """Running replicas of every version application, by application name."""
+        """Live replicas of every version application, by application name."""
         return await self._run(_version_replicas)
 
     async def delete(self, name: str) -> None:

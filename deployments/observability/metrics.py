@@ -58,7 +58,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
     MetricSpec("infergrid_model_load_duration_seconds", "gauge",
                "Seconds the last load of a version took (deploy, load, warm-up)", MV),
     MetricSpec("infergrid_model_load_failures", "counter", "Versions that failed to load or warm up", MV),
-    MetricSpec("infergrid_model_replicas", "gauge", "Running replicas of a model version (fixed or autoscaled)", MV),
+    MetricSpec("infergrid_model_replicas", "gauge", "Live replicas of a model version (fixed or autoscaled)", MV),
     MetricSpec("infergrid_model_replicas_max", "gauge",
                "The most replicas a version may run (instance_group count, or autoscaling.max_replicas)", MV),
     MetricSpec("infergrid_replica_count_changes", "counter",

@@ -120,8 +120,9 @@ def test_a_model_can_turn_metrics_off(url: str, new_model: Callable[..., Path]) 
     new_model("quiet", seed=54, config=config)
     assert post(url, "quiet", BODY).status_code == 200
     time.sleep(1.5)
-    # No request series (its load time is the controller's, and stays).
-    assert not [key for key in scrape(url) if ("model", "quiet") in key[1] and "load" not in key[0]]
+    # No request series (its load time and replica counts are the controller's, and stay).
+    assert not [key for key in scrape(url) if ("model", "quiet") in key[1]
+                and "load" not in key[0] and "replicas" not in key[0]]
 
 
 def test_gpu_series_are_absent_without_a_gpu(url: str) -> None:

@@ -16,6 +16,7 @@ from deployments.control.scaling_watch import ReplicaGauges
 from deployments.control.state import READY, ModelSnapshot, ModelState, VersionApp
 from deployments.dataplane.replica_load import ReplicaLoad
 from deployments.dataplane.table import route_for
+from deployments.names import replica_application
 from deployments.observability.metrics import Recorder
 from deployments.repository.autoscaling import POLICY_PATH, autoscaling_from_parameters, serve_autoscaling_config
 from deployments.repository.config import parse_config
@@ -173,6 +174,12 @@ def test_policy_rounds_up_keeps_one_while_rows_wait_and_goes_idle_to_zero() -> N
 
 
 # --- the replica gauges ----------------------------------------------------------------------
+
+
+def test_replica_actor_names_give_their_version_application() -> None:
+    assert replica_application("SERVE_REPLICA::fraud:v1@ab12#model#x1y2", "model") == "fraud:v1@ab12"
+    assert replica_application("SERVE_REPLICA::loan#endpoint#x1y2", "model") is None
+    assert replica_application("SERVE_CONTROLLER_ACTOR", "model") is None
 
 
 def series(recorder: Recorder) -> tuple[dict, dict]:
