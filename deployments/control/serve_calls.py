@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import ray
 from ray import serve
+from ray.serve.context import _get_global_client
 
 from deployments.applications.builders import AppSpec
 from deployments.dataplane.model_version import warmup_inputs
@@ -49,13 +50,21 @@ def failure_reason(message: str) -> str:
 
 
 def _application_states() -> dict[str, tuple[str, str]]:
-    """Every Serve application: name -> (status, failure reason or "")."""
+    """Every Serve application: name -> (status, failure reason or "").
+
+    From Serve's status overviews (application and deployment states only), not ``serve.status()``,
+    which builds every replica's details in Serve's controller: polled while versions load, that
+    cost slowed the loads themselves on a small host.
+    """
     states = {}
-    for name, app in serve.status().applications.items():
+    for overview in _get_global_client().list_serve_statuses():
+        status = overview.app_status.status
+        value = getattr(status, "value", str(status))
         message = ""
-        if app.status in _FAILED:
-            message = failure_reason("; ".join(d.message for d in app.deployments.values() if d.message) or app.message)
-        states[name] = (getattr(app.status, "value", str(app.status)), message)
+        if value in _FAILED:
+            message = failure_reason("; ".join(d.message for d in overview.deployment_statuses if d.message)
+                                     or overview.app_status.message)
+        states[overview.name] = (value, message)
     return states
 
 

@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from backends.dtypes import config_to_v2
 from backends.errors import ConfigError
 from backends.model_config import (
+    COMPOSITE_PLATFORMS,
     PLATFORMS,
     TRITON_PYTHON,
     DynamicBatching,
@@ -280,6 +281,10 @@ def _config_from_message(message: TextMessage, source: str, model_name: str, tri
     autoscaling = autoscaling_from_parameters(parameters, sum(g.count for g in groups) or 1, max_batch_size, source)
     if platform == "python" and "pipeline" not in parameters:
         platform = TRITON_PYTHON  # Triton's Python backend: <version>/model.py
+    if autoscaling is not None and platform in COMPOSITE_PLATFORMS:
+        warnings.append(f'{source}: parameters["autoscaling.*"]: an ensemble or pipeline runs its instance_group '
+                        "count of replicas (its members scale on their own configs); ignored")
+        autoscaling = None
     return ModelConfig(
         name=name,
         platform=platform,

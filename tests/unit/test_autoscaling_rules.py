@@ -55,6 +55,16 @@ def test_bounds_and_defaults_from_the_config() -> None:
     assert config.most_replicas == 4 and route_for(1, "fraud:v1", config).instances == 4
 
 
+def test_an_ensemble_warns_and_keeps_its_fixed_count() -> None:
+    text = ('platform: "ensemble" max_batch_size: 8 ' + parameter("max_replicas", 3) +
+            'input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ] '
+            'output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ] '
+            'ensemble_scheduling { step [ { model_name: "m" model_version: -1 '
+            'input_map { key: "x" value: "x" } output_map { key: "y" value: "y" } } ] }')
+    config = parse_config(text, "pair/config.pbtxt", "pair")
+    assert config.autoscaling is None and any("autoscaling" in w for w in config.warnings)
+
+
 def test_initial_count_is_clamped_into_the_bounds() -> None:
     assert autoscaling_from_parameters(params(min_replicas=2, max_replicas=3), 1, 0, SOURCE).initial_replicas == 2
     assert autoscaling_from_parameters(params(max_replicas=3), 5, 0, SOURCE).initial_replicas == 3
