@@ -102,6 +102,9 @@ def autoscaling_from_parameters(parameters: dict[str, str], instances: int, max_
             raise ConfigError(f'{source}: parameters["{PREFIX}{key}"]: must be above 0')
     chosen = {k: v for k, v in values.items() if v is not None and k not in _INTS}
     settings = {**_DEFAULTS, **chosen}
+    if settings["look_back_period_s"] <= settings["metrics_interval_s"]:  # Serve's rule: a window of reports
+        raise ConfigError(f'{source}: parameters["{PREFIX}look_back_period_s"]: must be above '
+                          f'{PREFIX}metrics_interval_s ({settings["metrics_interval_s"]:g})')
     settings.setdefault("target_rows", float(max(1, max_batch_size)))
     return AutoscalingSpec(min_replicas=low, max_replicas=high, initial_replicas=min(max(instances, low), high),
                            **settings)

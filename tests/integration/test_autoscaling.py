@@ -93,7 +93,7 @@ def test_a_load_step_raises_replicas_and_they_fall_back(url: str, new_model: Cal
 
 def test_scaled_to_zero_the_first_request_waits_for_a_replica(url: str, new_model: Callable[..., Path]) -> None:
     new_model("sleepy", config=autoscaled("sleepy", min_replicas=0, max_replicas=1, downscale_delay_s=1,
-                                          downscale_to_zero_delay_s=2, look_back_period_s=1))
+                                          downscale_to_zero_delay_s=2, look_back_period_s=2))
     wait_for(lambda: running_replicas("sleepy") == 0, 60, "sleepy to scale to zero when idle")
     started = time.monotonic()
     response = requests.post(f"{url}/v2/models/sleepy/infer", json=BODY, timeout=120)

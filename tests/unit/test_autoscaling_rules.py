@@ -82,6 +82,7 @@ def test_initial_count_is_clamped_into_the_bounds() -> None:
     ({"max_replicas": "2", "target_busy": "1.5"}, "autoscaling.target_busy"),
     ({"max_replicas": "2", "target_rows": "0"}, "autoscaling.target_rows"),
     ({"max_replicas": "2", "upscale_delay": "1"}, "autoscaling.upscale_delay"),
+    ({"max_replicas": "2", "look_back_period_s": "1"}, "autoscaling.look_back_period_s"),
 ])
 def test_bad_settings_name_the_parameter(values: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=f'parameters\\["{named}"\\]') as raised:
